@@ -1,0 +1,65 @@
+// allocator.h: where tensor memory comes from.
+//
+// A Storage owns one block of bytes on one device, obtained from that device's Allocator and
+// handed back to it when the last Tensor referring to it goes away. Ops never call malloc/free or
+// cudaMalloc/cudaFree themselves: they ask for Tensors, so a device's memory policy (64-byte
+// aligned host blocks here; a caching allocator on the GPU) lives in exactly one place.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+namespace nanocnn {
+
+enum class DeviceType { CPU, CUDA };
+
+struct Device {
+  DeviceType type = DeviceType::CPU;
+  int index = 0;
+
+  bool is_cpu() const { return type == DeviceType::CPU; }
+  bool is_cuda() const { return type == DeviceType::CUDA; }
+  bool operator==(const Device& o) const { return type == o.type && index == o.index; }
+  bool operator!=(const Device& o) const { return !(*this == o); }
+  std::string str() const;  // "cpu", "cuda:0"
+
+  // Parses "cpu", "cuda", "cuda:N"; raises ValueError naming `argument` otherwise.
+  static Device parse(const std::string& text, const char* argument = "device");
+};
+
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  // Returns a block of at least `bytes` bytes (never nullptr; raises MemoryError on failure).
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void deallocate(void* ptr, size_t bytes) = 0;
+};
+
+// Host memory, aligned to 64 bytes (one cache line, one AVX-512 register).
+constexpr size_t kHostAlignment = 64;
+Allocator* cpu_allocator();
+
+// The allocator for `device`; raises ValueError if that device is not available in this build
+// or on this machine.
+Allocator* allocator_for(const Device& device);
+
+class Storage {
+ public:
+  Storage(size_t bytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  const Device& device() const { return device_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+  Device device_;
+  Allocator* allocator_ = nullptr;
+};
+
+}  // namespace nanocnn

@@ -1,0 +1,46 @@
+// parallel.h: how nanocnn uses threads.
+//
+// One OpenMP thread count for all of nanocnn, set with nc.set_num_threads (default: what OpenMP
+// would use, which honours OMP_NUM_THREADS). It is passed explicitly to every parallel region, so
+// other libraries sharing the OpenMP runtime (PyTorch does) neither change nor see it.
+// Rules the kernels follow:
+//   - one parallel region per op call; work is split over batch / channels / output tiles;
+//   - never nest: code that may run inside a region (e.g. the GEMM) checks in_parallel() and
+//     runs on the calling thread;
+//   - results do not depend on the thread count (no reductions whose order changes with it).
+#pragma once
+
+#include <omp.h>
+
+#include <cstdint>
+
+namespace nanocnn {
+
+int get_num_threads();
+void set_num_threads(int n);  // n >= 1, else ValueError
+
+inline bool in_parallel() { return omp_in_parallel() != 0; }
+
+// Calls body(begin, end) on disjoint chunks that cover [0, total), one static chunk per thread.
+// Runs inline when the work is small (total * cost_per_item < ~32k operations), when only one
+// thread is configured, or when already inside a parallel region.
+template <class Body>
+void parallel_for(int64_t total, int64_t cost_per_item, const Body& body) {
+  if (total <= 0) return;
+  const int threads = get_num_threads();
+  if (threads == 1 || in_parallel() || total == 1 || total * cost_per_item < (1 << 15)) {
+    body(int64_t{0}, total);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t nt = omp_get_num_threads();
+    const int64_t t = omp_get_thread_num();
+    const int64_t chunk = (total + nt - 1) / nt;
+    const int64_t begin = t * chunk;
+    const int64_t end = begin + chunk < total ? begin + chunk : total;
+    if (begin < end) body(begin, end);
+  }
+}
+
+}  // namespace nanocnn
