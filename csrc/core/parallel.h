@@ -7,12 +7,15 @@
 //   - one parallel region per op call; work is split over batch / channels / output tiles;
 //   - never nest: code that may run inside a region (e.g. the GEMM) checks in_parallel() and
 //     runs on the calling thread;
-//   - results do not depend on the thread count (no reductions whose order changes with it).
+//   - results do not depend on the thread count (no reductions whose order changes with it);
+//   - an exception must never leave an OpenMP region (that terminates the process):
+//     parallel_for catches it in the thread and rethrows it on the caller's thread afterwards.
 #pragma once
 
 #include <omp.h>
 
 #include <cstdint>
+#include <exception>
 
 namespace nanocnn {
 
@@ -32,6 +35,7 @@ void parallel_for(int64_t total, int64_t cost_per_item, const Body& body) {
     body(int64_t{0}, total);
     return;
   }
+  std::exception_ptr error;
 #pragma omp parallel num_threads(threads)
   {
     const int64_t nt = omp_get_num_threads();
@@ -39,8 +43,14 @@ void parallel_for(int64_t total, int64_t cost_per_item, const Body& body) {
     const int64_t chunk = (total + nt - 1) / nt;
     const int64_t begin = t * chunk;
     const int64_t end = begin + chunk < total ? begin + chunk : total;
-    if (begin < end) body(begin, end);
+    try {
+      if (begin < end) body(begin, end);
+    } catch (...) {
+#pragma omp critical(nanocnn_parallel_for_error)
+      if (!error) error = std::current_exception();
+    }
   }
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace nanocnn

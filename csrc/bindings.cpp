@@ -1,0 +1,292 @@
+// bindings.cpp: the Python module nanocnn._C.
+//
+// Exposes the Tensor type and one function per op and direction, taking Tensors and plain
+// integers. Friendlier argument forms ("same" padding, pairs, numpy arrays) are handled by
+// nanocnn.functional, which is the public API; _C is its engine. The GIL is released around
+// every kernel, so other Python threads (data loading) run meanwhile.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <cstring>
+
+#include "core/device.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "core/tensor.h"
+#include "cpu/gemm.h"
+#include "ops.h"
+
+namespace py = pybind11;
+using namespace nanocnn;
+
+namespace {
+
+using Pair = std::array<int64_t, 2>;
+
+// A numpy view of a host tensor's memory; the view keeps the tensor (and so its storage) alive.
+py::array host_view(const py::object& owner, const Tensor& t) {
+  std::vector<py::ssize_t> shape(t.shape().begin(), t.shape().end());
+  std::vector<py::ssize_t> strides(shape.size());
+  py::ssize_t stride = sizeof(float);
+  for (size_t i = shape.size(); i-- > 0;) {
+    strides[i] = stride;
+    stride *= shape[i] > 0 ? shape[i] : 1;
+  }
+  return py::array(py::dtype::of<float>(), shape, strides, const_cast<float*>(t.data()), owner);
+}
+
+Tensor optional_tensor(const std::optional<Tensor>& t) { return t ? *t : Tensor(); }
+
+Conv2dGeometry conv_geometry(Pair stride, Pair padding, Pair dilation, Pair out_size) {
+  return Conv2dGeometry{stride[0],   stride[1],   padding[0],  padding[1],
+                        dilation[0], dilation[1], out_size[0], out_size[1]};
+}
+
+Pool2dGeometry pool_geometry(Pair kernel, Pair stride, Pair padding, Pair out_size) {
+  return Pool2dGeometry{kernel[0],  kernel[1],  stride[0],   stride[1],
+                        padding[0], padding[1], out_size[0], out_size[1]};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "nanocnn native kernels (use nanocnn / nanocnn.functional, not this module)";
+  m.attr("__version__") = NANOCNN_VERSION;
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const MemoryError& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
+    }
+  });
+
+  // ---- Tensor --------------------------------------------------------------------------------
+  py::class_<Tensor>(m, "Tensor", R"doc(
+A dense float32 array on one device (NCHW for activations).
+
+Make one with nanocnn.tensor(array, device="cpu"). On the CPU, t.numpy() and np.asarray(t)
+return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
+)doc")
+      .def_property_readonly("shape",
+                             [](const Tensor& t) {
+                               py::tuple shape(t.dim());
+                               for (int64_t i = 0; i < t.dim(); ++i) shape[i] = t.size(i);
+                               return shape;
+                             })
+      .def_property_readonly("device", [](const Tensor& t) { return t.device().str(); })
+      .def_property_readonly("dtype", [](const Tensor&) { return "float32"; })
+      .def_property_readonly("ndim", &Tensor::dim)
+      .def_property_readonly("size", &Tensor::numel, "Number of elements.")
+      .def("__len__",
+           [](const Tensor& t) {
+             NC_CHECK_TYPE(t.dim() > 0, "len() of a 0-d tensor");
+             return t.size(0);
+           })
+      .def(
+          "numpy", [](py::object self) { return host_view(self, self.cast<const Tensor&>()); },
+          "A numpy view of this (CPU) tensor's memory.")
+      .def(
+          "__array__",
+          [](py::object self, py::object dtype, py::object copy) {
+            py::array view = host_view(self, self.cast<const Tensor&>());
+            py::module_ np = py::module_::import("numpy");
+            if (!dtype.is_none()) return py::array(np.attr("asarray")(view, dtype));
+            if (!copy.is_none() && copy.cast<bool>()) return py::array(view.attr("copy")());
+            return view;
+          },
+          py::arg("dtype") = py::none(), py::arg("copy") = py::none())
+      .def(
+          "reshape",
+          [](const Tensor& t, const std::vector<int64_t>& shape) {
+            std::vector<int64_t> resolved = shape;
+            int64_t known = 1, infer = -1;
+            for (size_t i = 0; i < shape.size(); ++i) {
+              if (shape[i] == -1) {
+                NC_CHECK(infer < 0, "reshape: only one dimension can be -1, got ",
+                         shape_str(shape));
+                infer = static_cast<int64_t>(i);
+              } else {
+                NC_CHECK(shape[i] >= 0, "reshape: invalid shape ", shape_str(shape));
+                known *= shape[i];
+              }
+            }
+            if (infer >= 0) {
+              NC_CHECK(known > 0 && t.numel() % known == 0, "cannot reshape a tensor of shape ",
+                       shape_str(t.shape()), " to ", shape_str(shape));
+              resolved[infer] = t.numel() / known;
+            }
+            return t.reshape(resolved);
+          },
+          py::arg("shape"), "A tensor sharing this one's memory, with a new shape.")
+      .def(
+          "to",
+          [](const Tensor& t, const std::string& device) {
+            const Device target = Device::parse(device);
+            if (target == t.device()) return t;
+            return t.to(target);
+          },
+          py::arg("device"), "This tensor on `device` (itself if already there).")
+      .def("__repr__", [](const Tensor& t) {
+        return "nanocnn.Tensor(shape=" + shape_str(t.shape()) + ", device=\"" +
+               t.device().str() + "\")";
+      });
+
+  m.def(
+      "empty",
+      [](const std::vector<int64_t>& shape, const std::string& device) {
+        return Tensor::empty(shape, Device::parse(device));
+      },
+      py::arg("shape"), py::arg("device") = "cpu", "An uninitialised float32 tensor.");
+  m.def(
+      "zeros",
+      [](const std::vector<int64_t>& shape, const std::string& device) {
+        return Tensor::zeros(shape, Device::parse(device));
+      },
+      py::arg("shape"), py::arg("device") = "cpu");
+
+  // ---- machine -------------------------------------------------------------------------------
+  m.def("get_num_threads", &get_num_threads);
+  m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def("cuda_device_count", &cuda_device_count);
+  m.def("cuda_unavailable_reason", &cuda_unavailable_reason);
+  m.def("built_with_cuda", &built_with_cuda);
+  m.def("sgemm_isa", &cpu::sgemm_isa);
+  m.def("sgemm_set_isa", &cpu::sgemm_set_isa, py::arg("name"));
+
+  // C = alpha * op(A) @ op(B) + beta * C on 2-D host tensors, in place (for tests and benches).
+  m.def(
+      "sgemm",
+      [](const Tensor& A, const Tensor& B, Tensor& C, bool trans_a, bool trans_b, float alpha,
+         float beta) {
+        NC_CHECK(A.dim() == 2 && B.dim() == 2 && C.dim() == 2, "sgemm: A, B and C must be 2-D, got ",
+                 shape_str(A.shape()), ", ", shape_str(B.shape()), ", ", shape_str(C.shape()));
+        NC_CHECK(A.device().is_cpu() && B.device().is_cpu() && C.device().is_cpu(),
+                 "sgemm: A, B and C must be CPU tensors");
+        const int64_t M = trans_a ? A.size(1) : A.size(0), K = trans_a ? A.size(0) : A.size(1);
+        const int64_t Kb = trans_b ? B.size(1) : B.size(0), N = trans_b ? B.size(0) : B.size(1);
+        NC_CHECK(K == Kb && C.size(0) == M && C.size(1) == N, "sgemm: shapes do not match: A ",
+                 shape_str(A.shape()), ", B ", shape_str(B.shape()), ", C ", shape_str(C.shape()));
+        py::gil_scoped_release release;
+        cpu::sgemm(trans_a, trans_b, M, N, K, alpha, A.data(), A.size(1), B.data(), B.size(1),
+                   beta, C.data(), C.size(1));
+      },
+      py::arg("A"), py::arg("B"), py::arg("C"), py::arg("trans_a") = false,
+      py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f);
+
+  // ---- ops -----------------------------------------------------------------------------------
+  m.def(
+      "conv2d",
+      [](const Tensor& x, const Tensor& w, const std::optional<Tensor>& b, Pair stride,
+         Pair padding, Pair dilation, Pair out_size, const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        py::gil_scoped_release release;
+        return conv2d(x, w, optional_tensor(b), conv_geometry(stride, padding, dilation, out_size),
+                      a);
+      },
+      py::arg("x"), py::arg("w"), py::arg("b"), py::arg("stride"), py::arg("padding"),
+      py::arg("dilation"), py::arg("out_size"), py::arg("algo") = "fast");
+  m.def(
+      "conv2d_backward",
+      [](const Tensor& dy, const Tensor& x, const Tensor& w, Pair stride, Pair padding,
+         Pair dilation, Pair out_size, const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        py::gil_scoped_release release;
+        Conv2dGrads g =
+            conv2d_backward(dy, x, w, conv_geometry(stride, padding, dilation, out_size), a);
+        return std::make_tuple(g.dx, g.dw, g.db);
+      },
+      py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("stride"), py::arg("padding"),
+      py::arg("dilation"), py::arg("out_size"), py::arg("algo") = "fast");
+  m.def(
+      "max_pool2d",
+      [](const Tensor& x, Pair kernel, Pair stride, Pair padding, Pair out_size,
+         const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        py::gil_scoped_release release;
+        return max_pool2d(x, pool_geometry(kernel, stride, padding, out_size), a);
+      },
+      py::arg("x"), py::arg("kernel_size"), py::arg("stride"), py::arg("padding"),
+      py::arg("out_size"), py::arg("algo") = "fast");
+  m.def(
+      "max_pool2d_backward",
+      [](const Tensor& dy, const Tensor& x, Pair kernel, Pair stride, Pair padding,
+         Pair out_size, const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        py::gil_scoped_release release;
+        return max_pool2d_backward(dy, x, pool_geometry(kernel, stride, padding, out_size), a);
+      },
+      py::arg("dy"), py::arg("x"), py::arg("kernel_size"), py::arg("stride"), py::arg("padding"),
+      py::arg("out_size"), py::arg("algo") = "fast");
+  m.def(
+      "relu",
+      [](const Tensor& x, const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        py::gil_scoped_release release;
+        return relu(x, a);
+      },
+      py::arg("x"), py::arg("algo") = "fast");
+  m.def(
+      "relu_backward",
+      [](const Tensor& dy, const Tensor& y, const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        py::gil_scoped_release release;
+        return relu_backward(dy, y, a);
+      },
+      py::arg("dy"), py::arg("y"), py::arg("algo") = "fast");
+  m.def(
+      "linear",
+      [](const Tensor& x, const Tensor& w, const std::optional<Tensor>& b,
+         const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        py::gil_scoped_release release;
+        return linear(x, w, optional_tensor(b), a);
+      },
+      py::arg("x"), py::arg("w"), py::arg("b"), py::arg("algo") = "fast");
+  m.def(
+      "linear_backward",
+      [](const Tensor& dy, const Tensor& x, const Tensor& w, const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        py::gil_scoped_release release;
+        LinearGrads g = linear_backward(dy, x, w, a);
+        return std::make_tuple(g.dx, g.dw, g.db);
+      },
+      py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("algo") = "fast");
+  m.def(
+      "softmax_cross_entropy",
+      [](const Tensor& logits, py::array_t<int64_t, py::array::c_style | py::array::forcecast>
+                                   labels,
+         const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        NC_CHECK(labels.ndim() == 1, "softmax_cross_entropy: labels must be 1-D class ids, got ",
+                 labels.ndim(), " dimensions");
+        const int64_t* ids = labels.data();
+        const int64_t n = labels.shape(0);
+        py::gil_scoped_release release;
+        LossAndGrad r = softmax_cross_entropy(logits, ids, n, a);
+        return std::make_tuple(r.loss, r.dlogits);
+      },
+      py::arg("logits"), py::arg("labels"), py::arg("algo") = "fast");
+  m.def(
+      "softmax_cross_entropy_soft",
+      [](const Tensor& logits, const Tensor& targets, const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        py::gil_scoped_release release;
+        LossAndGrad r = softmax_cross_entropy_soft(logits, targets, a);
+        return std::make_tuple(r.loss, r.dlogits);
+      },
+      py::arg("logits"), py::arg("targets"), py::arg("algo") = "fast");
+  m.def(
+      "sigmoid_binary_cross_entropy",
+      [](const Tensor& logits, const Tensor& targets, const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        py::gil_scoped_release release;
+        LossAndGrad r = sigmoid_binary_cross_entropy(logits, targets, a);
+        return std::make_tuple(r.loss, r.dlogits);
+      },
+      py::arg("logits"), py::arg("targets"), py::arg("algo") = "fast");
+}

@@ -1,0 +1,82 @@
+"""nanocnn: a small, fast CNN library with hand-written native kernels.
+
+    import nanocnn as nc
+    import nanocnn.functional as F
+
+    x = nc.tensor(images)                 # float32 copy, NCHW
+    y = F.relu(F.conv2d(x, w, b, padding="same"))
+
+See README.md for the overview and nanocnn.functional for the ops.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _C
+from ._C import Tensor
+
+__version__: str = _C.__version__
+
+__all__ = [
+    "Tensor",
+    "tensor",
+    "zeros",
+    "cuda_available",
+    "set_num_threads",
+    "get_num_threads",
+    "functional",
+    "__version__",
+]
+
+_REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes convert to float32
+
+
+def tensor(data, device: str = "cpu") -> Tensor:
+    """A float32 copy of ``data`` (an array-like or a Tensor) on ``device``.
+
+    ``data`` may be any real dtype (float64, integers, ...) and any memory layout; it is
+    converted to float32 C-contiguous in a single copy. ``device`` is "cpu", "cuda" or "cuda:N".
+    """
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as \"cpu\", got {type(device).__name__}")
+    if isinstance(data, Tensor):
+        copy = _C.empty(list(data.shape), data.device)
+        np.copyto(copy.numpy(), data.numpy())
+        return copy.to(device)
+    array = np.asarray(data)
+    if array.dtype.kind not in _REAL_KINDS:
+        raise TypeError(
+            f"data must hold real numbers (float or integer dtype), got dtype {array.dtype}"
+        )
+    out = _C.empty(list(array.shape), "cpu")
+    np.copyto(out.numpy(), array, casting="unsafe")  # the one copy (and the dtype conversion)
+    return out if device == "cpu" else out.to(device)
+
+
+def zeros(shape, device: str = "cpu") -> Tensor:
+    """A float32 tensor of zeros."""
+    return _C.zeros([int(d) for d in shape], device)
+
+
+def cuda_available() -> bool:
+    """Whether nanocnn can run on a GPU here: built with CUDA, and a driver and GPU are present."""
+    return _C.cuda_device_count() > 0
+
+
+def set_num_threads(n: int) -> None:
+    """Sets how many CPU threads nanocnn's kernels use (default: all cores, or OMP_NUM_THREADS).
+
+    It does not affect other libraries that use OpenMP in the same process (PyTorch keeps its
+    own setting), and results do not depend on it.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    _C.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    """How many CPU threads nanocnn's kernels use."""
+    return _C.get_num_threads()
+
+
+from . import functional  # noqa: E402  (needs tensor() above)

@@ -1,0 +1,401 @@
+"""nanocnn.functional: the ops, mirroring ``torch.nn.functional``.
+
+Every function accepts numpy arrays (any real dtype, converted to float32) or nanocnn Tensors and
+returns Tensors. Layouts follow PyTorch: activations (N, C, H, W), conv weights (K, C, R, S),
+dense weights (out_features, in_features).
+
+Backward functions take the upstream gradient ``dy`` (same shape as the op's output) and return
+the gradients of the op's inputs, so a training step is a chain of explicit calls::
+
+    y = F.conv2d(x, w, b, padding="same")            # forward
+    dx, dw, db = F.conv2d_backward(dy, x, w, padding="same")
+
+Each function takes ``algo="reference"`` to run the plain reference loop (csrc/cpu/reference.cpp)
+instead of the production kernel: slow, but the readable definition of the op.
+
+Bad arguments raise ``ValueError`` or ``TypeError`` naming the argument and the shapes.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Integral
+
+import numpy as np
+
+from . import _C
+from ._C import Tensor
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "relu",
+    "relu_backward",
+    "linear",
+    "linear_backward",
+    "softmax_cross_entropy",
+    "sigmoid_binary_cross_entropy",
+    "conv2d_output_shape",
+    "max_pool2d_output_shape",
+]
+
+_ALGOS = ("fast", "reference")
+
+
+# ---- argument handling --------------------------------------------------------------------------
+
+
+def _as_tensor(op: str, name: str, value) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    if value is None:
+        raise TypeError(f"{op}: {name} is required, got None")
+    from . import tensor
+
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{op}: {name} must be an array or a nanocnn.Tensor ({err})") from None
+    if array.dtype.kind not in "fiu":
+        raise TypeError(
+            f"{op}: {name} must hold real numbers (float32 preferred), got dtype {array.dtype}"
+        )
+    return tensor(array)
+
+
+def _check_algo(op: str, algo) -> str:
+    if algo not in _ALGOS:
+        raise ValueError(f"{op}: algo must be one of {_ALGOS}, got {algo!r}")
+    return algo
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
+    if _is_int(value):
+        pair = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+def _check_rank(op: str, name: str, t: Tensor, rank: int, layout: str) -> None:
+    if t.ndim != rank:
+        raise ValueError(f"{op}: {name} must have {rank} dimensions {layout}, got shape {t.shape}")
+
+
+def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int, int]:
+    """Keras/TensorFlow "same": output ceil(size / stride), the odd extra pad at the end.
+
+    For stride 1 this is also PyTorch's padding="same" (total dilation * (kernel - 1)).
+    Returns (pad_before, pad_after, out).
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    return total // 2, total - total // 2, out
+
+
+def _padding_amounts(op: str, padding, kernel, stride, dilation, spatial):
+    """Padding argument -> ((top, bottom), (left, right)) for the given kernel/stride/input size."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return (0, 0), (0, 0)
+        if mode == "same":
+            (top, bottom, _), (left, right, _) = (
+                _same_padding(spatial[i], kernel[i], stride[i], dilation[i]) for i in range(2)
+            )
+            return (top, bottom), (left, right)
+        raise ValueError(f"{op}: padding must be \"same\", \"valid\", an int or a pair, got {padding!r}")
+    if (
+        isinstance(padding, (tuple, list))
+        and len(padding) == 2
+        and all(isinstance(p, (tuple, list)) for p in padding)
+    ):
+        (top, bottom), (left, right) = (_pair(op, "padding", p, 0) for p in padding)
+        return (top, bottom), (left, right)
+    ph, pw = _pair(op, "padding", padding, 0)
+    return (ph, ph), (pw, pw)
+
+
+def _out_size(size: int, before: int, after: int, kernel: int, stride: int, dilation: int) -> int:
+    return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+class _Conv2dGeometry:
+    """Explicit top/left padding and output size of one convolution, for the native kernels."""
+
+    def __init__(self, op, x_shape, w_shape, stride, padding, dilation):
+        self.stride = _pair(op, "stride", stride, 1)
+        self.dilation = _pair(op, "dilation", dilation, 1)
+        kernel = (w_shape[2], w_shape[3])
+        spatial = (x_shape[2], x_shape[3])
+        pads = _padding_amounts(op, padding, kernel, self.stride, self.dilation, spatial)
+        self.padding = (pads[0][0], pads[1][0])
+        self.out_size = tuple(
+            _out_size(spatial[i], pads[i][0], pads[i][1], kernel[i], self.stride[i], self.dilation[i])
+            for i in range(2)
+        )
+        if min(self.out_size) < 1:
+            padded = tuple(spatial[i] + sum(pads[i]) for i in range(2))
+            effective = tuple(self.dilation[i] * (kernel[i] - 1) + 1 for i in range(2))
+            raise ValueError(
+                f"{op}: the kernel {kernel} (dilated extent {effective}) is larger than the padded "
+                f"input {padded}; x is {tuple(x_shape)}, w is {tuple(w_shape)}"
+            )
+
+    def args(self):
+        return self.stride, self.padding, self.dilation, self.out_size
+
+
+def _conv_inputs(op, x, w):
+    x = _as_tensor(op, "x", x)
+    w = _as_tensor(op, "w", w)
+    _check_rank(op, "x", x, 4, "(N, C, H, W)")
+    _check_rank(op, "w", w, 4, "(K, C, R, S)")
+    return x, w
+
+
+def conv2d_output_shape(x_shape, w_shape, stride=1, padding=0, dilation=1) -> tuple:
+    """The shape (N, K, P, Q) that conv2d gives for these input and weight shapes."""
+    g = _Conv2dGeometry("conv2d", tuple(x_shape), tuple(w_shape), stride, padding, dilation)
+    return (x_shape[0], w_shape[0]) + g.out_size
+
+
+# ---- convolution --------------------------------------------------------------------------------
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, algo: str = "fast") -> Tensor:
+    """2-D convolution (cross-correlation, as in PyTorch).
+
+    x is (N, C, H, W), w is (K, C, R, S), b is (K,) or None; returns (N, K, P, Q).
+    ``padding``: an int, a pair (pad_h, pad_w), a pair of pairs ((top, bottom), (left, right)),
+    "valid" (none) or "same" (output size ceil(H / stride); with an even kernel the extra row and
+    column go at the bottom and right, as in PyTorch and Keras).
+    """
+    op = "conv2d"
+    _check_algo(op, algo)
+    x, w = _conv_inputs(op, x, w)
+    b = None if b is None else _as_tensor(op, "b", b)
+    g = _Conv2dGeometry(op, x.shape, w.shape, stride, padding, dilation)
+    return _C.conv2d(x, w, b, *g.args(), algo)
+
+
+def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, *, algo: str = "fast"):
+    """Gradients of conv2d: returns (dx, dw, db) with the shapes of x, w and (K,).
+
+    ``dy`` is the gradient of the output (N, K, P, Q); the other arguments are those of the
+    forward call.
+    """
+    op = "conv2d_backward"
+    _check_algo(op, algo)
+    x, w = _conv_inputs(op, x, w)
+    dy = _as_tensor(op, "dy", dy)
+    g = _Conv2dGeometry(op, x.shape, w.shape, stride, padding, dilation)
+    return _C.conv2d_backward(dy, x, w, *g.args(), algo)
+
+
+# ---- max pooling --------------------------------------------------------------------------------
+
+
+class _Pool2dGeometry:
+    def __init__(self, op, x_shape, kernel_size, stride, padding):
+        self.kernel = _pair(op, "kernel_size", kernel_size, 1)
+        self.stride = self.kernel if stride is None else _pair(op, "stride", stride, 1)
+        spatial = (x_shape[2], x_shape[3])
+        if isinstance(padding, str):
+            pads = _padding_amounts(op, padding, self.kernel, self.stride, (1, 1), spatial)
+        else:
+            ph, pw = _pair(op, "padding", padding, 0)
+            if ph > self.kernel[0] // 2 or pw > self.kernel[1] // 2:
+                raise ValueError(
+                    f"{op}: padding must be at most half the kernel size, got padding "
+                    f"{(ph, pw)} for kernel_size {self.kernel}"
+                )
+            pads = ((ph, ph), (pw, pw))
+        self.padding = (pads[0][0], pads[1][0])
+        self.out_size = tuple(
+            _out_size(spatial[i], pads[i][0], pads[i][1], self.kernel[i], self.stride[i], 1)
+            for i in range(2)
+        )
+        if min(self.out_size) < 1:
+            raise ValueError(
+                f"{op}: kernel_size {self.kernel} is larger than the padded input "
+                f"{tuple(spatial[i] + sum(pads[i]) for i in range(2))}; x is {tuple(x_shape)}"
+            )
+
+    def args(self):
+        return self.kernel, self.stride, self.padding, self.out_size
+
+
+def max_pool2d_output_shape(x_shape, kernel_size, stride=None, padding=0) -> tuple:
+    """The shape (N, C, P, Q) that max_pool2d gives for this input shape."""
+    g = _Pool2dGeometry("max_pool2d", tuple(x_shape), kernel_size, stride, padding)
+    return (x_shape[0], x_shape[1]) + g.out_size
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, algo: str = "fast") -> Tensor:
+    """2-D max pooling. x is (N, C, H, W); ``stride`` defaults to ``kernel_size``.
+
+    ``padding``: an int or a pair (at most half the kernel, as in PyTorch; padded cells never
+    win), "valid", or "same" (Keras: output ceil(H / stride)).
+    """
+    op = "max_pool2d"
+    _check_algo(op, algo)
+    x = _as_tensor(op, "x", x)
+    _check_rank(op, "x", x, 4, "(N, C, H, W)")
+    g = _Pool2dGeometry(op, x.shape, kernel_size, stride, padding)
+    return _C.max_pool2d(x, *g.args(), algo)
+
+
+def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, algo: str = "fast") -> Tensor:
+    """Gradient of max_pool2d with respect to x.
+
+    Each window's gradient goes to its first maximum in row-major order (PyTorch's rule); where
+    windows overlap, the contributions add up.
+    """
+    op = "max_pool2d_backward"
+    _check_algo(op, algo)
+    x = _as_tensor(op, "x", x)
+    dy = _as_tensor(op, "dy", dy)
+    _check_rank(op, "x", x, 4, "(N, C, H, W)")
+    g = _Pool2dGeometry(op, x.shape, kernel_size, stride, padding)
+    return _C.max_pool2d_backward(dy, x, *g.args(), algo)
+
+
+# ---- ReLU ---------------------------------------------------------------------------------------
+
+
+def relu(x, *, algo: str = "fast") -> Tensor:
+    """max(x, 0) element-wise (NaN propagates)."""
+    _check_algo("relu", algo)
+    return _C.relu(_as_tensor("relu", "x", x), algo)
+
+
+def relu_backward(dy, y, *, algo: str = "fast") -> Tensor:
+    """Gradient of relu from its *output* y: dy where y > 0, else 0."""
+    op = "relu_backward"
+    _check_algo(op, algo)
+    return _C.relu_backward(_as_tensor(op, "dy", dy), _as_tensor(op, "y", y), algo)
+
+
+# ---- dense --------------------------------------------------------------------------------------
+
+
+def _flatten_features(op: str, name: str, t: Tensor) -> Tensor:
+    """(*, features) -> (N, features); a 1-D input is one sample."""
+    if t.ndim == 0:
+        raise ValueError(f"{op}: {name} must have at least 1 dimension, got shape {t.shape}")
+    return t.reshape([-1 if t.size else 0, t.shape[-1]]) if t.ndim != 2 else t
+
+
+def linear(x, w, b=None, *, algo: str = "fast") -> Tensor:
+    """y = x @ w.T + b. x is (*, in_features), w is (out_features, in_features), b is (out,)."""
+    op = "linear"
+    _check_algo(op, algo)
+    x = _as_tensor(op, "x", x)
+    w = _as_tensor(op, "w", w)
+    b = None if b is None else _as_tensor(op, "b", b)
+    _check_rank(op, "w", w, 2, "(out_features, in_features)")
+    y = _C.linear(_flatten_features(op, "x", x), w, b, algo)
+    return y if x.ndim == 2 else y.reshape(list(x.shape[:-1]) + [w.shape[0]])
+
+
+def linear_backward(dy, x, w, *, algo: str = "fast"):
+    """Gradients of linear: returns (dx, dw, db) with the shapes of x, w and (out_features,)."""
+    op = "linear_backward"
+    _check_algo(op, algo)
+    x = _as_tensor(op, "x", x)
+    w = _as_tensor(op, "w", w)
+    dy = _as_tensor(op, "dy", dy)
+    _check_rank(op, "w", w, 2, "(out_features, in_features)")
+    if x.ndim != 2:
+        expected = tuple(x.shape[:-1]) + (w.shape[0],)
+        if tuple(dy.shape) != expected:
+            raise ValueError(
+                f"{op}: dy must have the output's shape {expected}, got {dy.shape} "
+                f"(x is {x.shape}, w is {w.shape})"
+            )
+        dy = _flatten_features(op, "dy", dy)
+    dx, dw, db = _C.linear_backward(dy, _flatten_features(op, "x", x), w, algo)
+    return (dx if x.ndim == 2 else dx.reshape(list(x.shape))), dw, db
+
+
+# ---- fused losses -------------------------------------------------------------------------------
+
+
+def _class_ids(op: str, labels, n: int) -> np.ndarray:
+    array = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels)
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64, copy=False)
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or not np.array_equal(np.round(array), array):
+            raise TypeError(
+                f"{op}: labels must be integer class ids, got non-integer values of dtype {array.dtype}"
+            )
+        ids = array.astype(np.int64)
+        if not np.array_equal(ids, array):
+            raise TypeError(
+                f"{op}: labels must be integer class ids, got non-integer values of dtype {array.dtype}"
+            )
+        return ids
+    raise TypeError(f"{op}: labels must be integer class ids, got dtype {array.dtype}")
+
+
+def softmax_cross_entropy(logits, labels, *, algo: str = "fast"):
+    """Softmax followed by cross-entropy, fused and numerically stable.
+
+    ``logits`` is (N, C). ``labels`` is either (N,) integer class ids in [0, C), or (N, C) class
+    probabilities (e.g. one-hot rows). Returns ``(loss, dlogits)``: the mean loss over the batch
+    as a Python float, and its gradient with respect to the logits, a Tensor (N, C).
+    Equivalent to ``torch.nn.functional.cross_entropy(logits, labels)`` and its gradient.
+    """
+    op = "softmax_cross_entropy"
+    _check_algo(op, algo)
+    logits = _as_tensor(op, "logits", logits)
+    _check_rank(op, "logits", logits, 2, "(N, num_classes)")
+    shape = labels.shape if isinstance(labels, Tensor) else np.shape(labels)
+    if len(shape) == 2:
+        if tuple(shape) != logits.shape:
+            raise ValueError(
+                f"{op}: labels given as class probabilities must have the same shape as "
+                f"logits {logits.shape}, got {tuple(shape)}"
+            )
+        targets = _as_tensor(op, "labels", labels)
+        return _C.softmax_cross_entropy_soft(logits, targets, algo)
+    if len(shape) != 1:
+        raise ValueError(
+            f"{op}: labels must be (N,) class ids or (N, C) probabilities, got shape {tuple(shape)} "
+            f"for logits {logits.shape}"
+        )
+    return _C.softmax_cross_entropy(logits, _class_ids(op, labels, logits.shape[0]), algo)
+
+
+def sigmoid_binary_cross_entropy(logits, targets, *, algo: str = "fast"):
+    """Sigmoid followed by binary cross-entropy, fused and numerically stable.
+
+    ``logits`` and ``targets`` have the same shape (an (N, 1) logit column also pairs with (N,)
+    targets, as in Keras); targets are in [0, 1]. Returns ``(loss, dlogits)``: the mean over all
+    elements as a Python float, and the gradient with respect to the logits (logits' shape).
+    Equivalent to ``torch.nn.functional.binary_cross_entropy_with_logits``.
+    """
+    op = "sigmoid_binary_cross_entropy"
+    _check_algo(op, algo)
+    logits = _as_tensor(op, "logits", logits)
+    targets = _as_tensor(op, "targets", targets)
+    if logits.shape != targets.shape:
+        if logits.ndim == 2 and logits.shape[1] == 1 and targets.shape == (logits.shape[0],):
+            targets = targets.reshape(list(logits.shape))
+        else:
+            raise ValueError(
+                f"{op}: logits and targets must have the same shape, got {logits.shape} and "
+                f"{targets.shape}"
+            )
+    return _C.sigmoid_binary_cross_entropy(logits, targets, algo)
