@@ -1,0 +1,277 @@
+"""F.conv2d / F.conv2d_backward against torch (float64 autograd), every padding form."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import nanocnn as nc
+import nanocnn.functional as F
+from helpers import (
+    assert_close,
+    explicit_pads,
+    host,
+    keras_same,
+    out_size,
+    pair,
+    conv2d_magnitude,
+    randn,
+    torch_conv2d,
+)
+
+# (id, x shape (N,C,H,W), w shape (K,C,R,S), stride, padding, dilation, with bias)
+CASES = [
+    ("k3_c3_7x9_valid_batch1", (1, 3, 7, 9), (5, 3, 3, 3), 1, 0, 1, True),
+    ("pointwise_1x1", (2, 5, 6, 7), (4, 5, 1, 1), 1, 0, 1, True),
+    ("1x1_stride2", (2, 3, 7, 9), (4, 3, 1, 1), 2, 0, 1, False),
+    ("1x1_pad1", (1, 3, 5, 4), (2, 3, 1, 1), 1, 1, 1, True),
+    ("1x1_asym_pad_bottom_right", (2, 3, 5, 4), (2, 3, 1, 1), 1, ((0, 1), (0, 2)), 1, True),
+    ("k2_same_8x8", (2, 3, 8, 8), (16, 3, 2, 2), 1, "same", 1, True),
+    ("k2_same_odd_7x9", (1, 3, 7, 9), (5, 3, 2, 2), 1, "same", 1, False),
+    ("k2x2_input2x2_valid", (3, 2, 2, 2), (3, 2, 2, 2), 1, "valid", 1, True),
+    ("k3_same_c17_k33_13x5", (2, 17, 13, 5), (33, 17, 3, 3), 1, "same", 1, True),
+    ("k3_pad1_c33_k17_batch1", (1, 33, 9, 7), (17, 33, 3, 3), 1, 1, 1, False),
+    ("k5_pad2_stride2", (2, 3, 13, 11), (5, 3, 5, 5), 2, 2, 1, True),
+    ("k5_valid_13x5", (1, 5, 13, 5), (3, 5, 5, 5), 1, "valid", 1, True),
+    ("k3_stride3_pad_pair", (1, 5, 13, 5), (3, 5, 3, 3), 3, (1, 2), 1, True),
+    ("k3_stride_pair_2x3", (2, 3, 11, 13), (4, 3, 3, 3), (2, 3), 1, 1, True),
+    ("k2x3_nonsquare_same", (2, 3, 7, 9), (4, 3, 2, 3), 1, "same", 1, True),
+    ("k3x1_stride_2x1_pad_1x0", (2, 3, 9, 6), (4, 3, 3, 1), (2, 1), (1, 0), 1, False),
+    ("k1x5_valid", (1, 3, 4, 9), (6, 3, 1, 5), 1, "valid", 1, True),
+    ("k3_dilation2_pad2", (2, 3, 9, 9), (4, 3, 3, 3), 1, 2, 2, True),
+    ("k3_dilation_2x1_same", (1, 3, 11, 8), (5, 3, 3, 3), 1, "same", (2, 1), True),
+    ("k2_dilation2_stride2_valid", (2, 5, 13, 5), (3, 5, 2, 2), 2, 0, 2, True),
+    ("k3_pads_of_pairs", (2, 3, 7, 9), (4, 3, 3, 3), 1, ((1, 0), (2, 1)), 1, True),
+    ("k2_pads_of_pairs_stride2", (1, 3, 8, 7), (4, 3, 2, 2), 2, ((0, 3), (3, 0)), 1, True),
+    ("k2_same_stride2_odd_7x9", (1, 3, 7, 9), (4, 3, 2, 2), 2, "same", 1, True),
+    ("k3_same_stride2_8x8", (2, 3, 8, 8), (4, 3, 3, 3), 2, "same", 1, True),
+    ("k4_same_stride3_13x5", (1, 5, 13, 5), (3, 5, 4, 4), 3, "same", 1, True),
+    ("k2_same_stride2_dilation2", (2, 3, 9, 8), (4, 3, 2, 2), 2, "same", 2, True),
+    ("k5_same_stride_2x3_c17", (1, 17, 10, 11), (5, 17, 5, 5), (2, 3), "same", 1, True),
+    ("kernel_equals_input_5x5", (2, 3, 5, 5), (4, 3, 5, 5), 1, "valid", 1, True),
+    ("kernel3_input2_pad1", (1, 3, 2, 2), (2, 3, 3, 3), 1, 1, 1, True),
+    ("k2_stride3_gt_kernel", (2, 3, 13, 5), (4, 3, 2, 2), 3, 0, 1, True),
+    ("batch9_chunks_k3", (9, 3, 6, 5), (5, 3, 3, 3), 1, 1, 1, True),
+    ("k3_c1_k1", (2, 1, 6, 6), (1, 1, 3, 3), 1, 1, 1, True),
+]
+
+# The seed CIFAR network's convolutions (batch 64): fast path only, the reference is too slow.
+CIFAR_CASES = [
+    ("cifar_conv1_3to16_2x2_same_32", (64, 3, 32, 32), (16, 3, 2, 2), 1, "same", 1, True),
+    ("cifar_conv2_16to32_2x2_same_16", (64, 16, 16, 16), (32, 16, 2, 2), 1, "same", 1, True),
+    ("cifar_conv3_32to64_2x2_same_8", (64, 32, 8, 8), (64, 32, 2, 2), 1, "same", 1, True),
+]
+
+
+def _ids(cases):
+    return [c[0] for c in cases]
+
+
+def _make(rng, case):
+    _, xs, ws, stride, padding, dilation, bias = case
+    x = randn(rng, xs)
+    w = randn(rng, ws, 1.0 / math.sqrt(ws[1] * ws[2] * ws[3]))
+    b = randn(rng, ws[0]) if bias else None
+    return x, w, b, stride, padding, dilation
+
+
+def _out_shape(x_shape, w_shape, stride, padding, dilation):
+    (t, bo), (l, r) = explicit_pads(padding, w_shape[2:], stride, dilation, x_shape[2:])
+    st, dl = pair(stride), pair(dilation)
+    return (
+        x_shape[0],
+        w_shape[0],
+        out_size(x_shape[2], t, bo, w_shape[2], st[0], dl[0]),
+        out_size(x_shape[3], l, r, w_shape[3], st[1], dl[1]),
+    )
+
+
+def _check_forward(x, w, b, stride, padding, dilation, device, algo):
+    xn = nc.tensor(x, device=device)
+    wn = nc.tensor(w, device=device)
+    bn = None if b is None else nc.tensor(b, device=device)
+    y = F.conv2d(xn, wn, bn, stride=stride, padding=padding, dilation=dilation, algo=algo)
+    assert isinstance(y, nc.Tensor)
+    assert y.device == xn.device
+    expected = torch_conv2d(x, w, b, stride, padding, dilation)
+    assert tuple(y.shape) == expected.shape == _out_shape(x.shape, w.shape, stride, padding, dilation)
+    assert F.conv2d_output_shape(x.shape, w.shape, stride, padding, dilation) == expected.shape
+    assert_close(y, expected, "conv2d", conv2d_magnitude(x, w, b, stride, padding, dilation))
+
+
+def _check_backward(rng, x, w, stride, padding, dilation, device, algo):
+    y_shape = _out_shape(x.shape, w.shape, stride, padding, dilation)
+    dy = randn(rng, y_shape)
+    b = np.zeros(w.shape[0], np.float32)
+    _, dx_t, dw_t, db_t = torch_conv2d(x, w, b, stride, padding, dilation, dy)
+    dx, dw, db = F.conv2d_backward(
+        nc.tensor(dy, device=device), nc.tensor(x, device=device), nc.tensor(w, device=device),
+        stride=stride, padding=padding, dilation=dilation, algo=algo,
+    )
+    assert tuple(dx.shape) == x.shape and tuple(dw.shape) == w.shape and tuple(db.shape) == (w.shape[0],)
+    _, dx_m, dw_m, db_m = conv2d_magnitude(x, w, b, stride, padding, dilation, dy)
+    assert_close(dx, dx_t, "conv2d_backward", dx_m, err_msg="dx")
+    assert_close(dw, dw_t, "conv2d_backward", dw_m, err_msg="dw")
+    assert_close(db, db_t, "conv2d_backward", db_m, err_msg="db")
+
+
+@pytest.mark.parametrize("algo", ["fast", "reference"])
+@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+def test_conv2d_forward_matches_torch(case, algo, device, rng):
+    _check_forward(*_make(rng, case), device, algo)
+
+
+@pytest.mark.parametrize("algo", ["fast", "reference"])
+@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+def test_conv2d_backward_matches_torch(case, algo, device, rng):
+    x, w, _, stride, padding, dilation = _make(rng, case)
+    _check_backward(rng, x, w, stride, padding, dilation, device, algo)
+
+
+@pytest.mark.parametrize("case", CIFAR_CASES, ids=_ids(CIFAR_CASES))
+def test_conv2d_cifar_forward_backward(case, device, rng):
+    x, w, b, stride, padding, dilation = _make(rng, case)
+    _check_forward(x, w, b, stride, padding, dilation, device, "fast")
+    _check_backward(rng, x, w, stride, padding, dilation, device, "fast")
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+def test_conv2d_reference_agrees_with_fast(case, rng):
+    x, w, b, stride, padding, dilation = _make(rng, case)
+    kw = dict(stride=stride, padding=padding, dilation=dilation)
+    y_fast = F.conv2d(x, w, b, **kw)
+    y_ref = F.conv2d(x, w, b, algo="reference", **kw)
+    assert_close(y_fast, y_ref, "conv2d", conv2d_magnitude(x, w, b, stride, padding, dilation))
+    dy = randn(rng, tuple(y_ref.shape))
+    fast = F.conv2d_backward(dy, x, w, **kw)
+    ref = F.conv2d_backward(dy, x, w, algo="reference", **kw)
+    mags = conv2d_magnitude(x, w, None, stride, padding, dilation, dy)[1:]
+    mags = mags[:2] + (np.abs(dy).sum(axis=(0, 2, 3)),)
+    for name, a, e, m in zip(("dx", "dw", "db"), fast, ref, mags):
+        assert_close(a, e, "conv2d_backward", m, err_msg=name)
+
+
+# ---- padding conventions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algo", ["fast", "reference"])
+def test_conv2d_same_even_kernel_by_hand(algo, device):
+    """2x2 kernel of ones, "same": y[i, j] = x[i, j] + x[i, j+1] + x[i+1, j] + x[i+1, j+1], the
+    extra row and column of zero padding at the bottom/right."""
+    x = np.arange(12, dtype=np.float32).reshape(1, 1, 3, 4)
+    w = np.ones((1, 1, 2, 2), np.float32)
+    xp = np.pad(x[0, 0], ((0, 1), (0, 1)))
+    expected = xp[:-1, :-1] + xp[:-1, 1:] + xp[1:, :-1] + xp[1:, 1:]
+    y = F.conv2d(nc.tensor(x, device=device), nc.tensor(w, device=device), padding="same", algo=algo)
+    np.testing.assert_array_equal(host(y)[0, 0], expected)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize(
+    "x_shape,kernel,dilation",
+    [((1, 2, 7, 9), (2, 2), 1), ((2, 3, 6, 5), (4, 3), 1), ((1, 2, 9, 8), (2, 4), (2, 3)),
+     ((1, 3, 5, 5), (1, 2), 1)],
+    ids=["k2_7x9", "k4x3_6x5", "k2x4_dil2x3", "k1x2_5x5"],
+)
+def test_conv2d_same_stride1_matches_torch_padding_same(x_shape, kernel, dilation, rng):
+    """For stride 1 torch's own padding="same" exists; even kernels put the extra row/column at the
+    bottom/right in both libraries."""
+    x = randn(rng, x_shape)
+    w = randn(rng, (3, x_shape[1]) + kernel)
+    expected = TF.conv2d(torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64),
+                         padding="same", dilation=dilation).numpy()
+    y = F.conv2d(x, w, padding="same", dilation=dilation)
+    assert_close(y, expected, "conv2d", conv2d_magnitude(x, w, None, 1, "same", dilation))
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 7, 8, 9, 13, 32])
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_conv2d_same_output_shape_is_ceil(size, kernel, stride):
+    """Keras "same": out = ceil(H / stride), for any kernel, even with a kernel larger than H."""
+    shape = F.conv2d_output_shape((1, 1, size, size + 1), (1, 1, kernel, kernel), stride, "same")
+    assert shape == (1, 1, math.ceil(size / stride), math.ceil((size + 1) / stride))
+
+
+@pytest.mark.parametrize("algo", ["fast", "reference"])
+@pytest.mark.parametrize(
+    "size,kernel,stride,dilation",
+    [(7, 2, 2, 1), (8, 2, 2, 1), (9, 4, 2, 1), (13, 4, 3, 1), (5, 2, 3, 1), (10, 3, 2, 2),
+     (11, 6, 4, 1)],
+    ids=lambda v: str(v),
+)
+def test_conv2d_same_strided_keras_rule_explicit_pad(size, kernel, stride, dilation, algo, rng):
+    """Keras's "same" for stride > 1 (total pad max((out-1)*s + d*(k-1) + 1 - H, 0), the odd one at
+    the bottom/right), checked against torch on an explicitly padded input."""
+    x = randn(rng, (2, 3, size, size + 2))
+    w = randn(rng, (4, 3, kernel, kernel))
+    top, bottom = keras_same(size, kernel, stride, dilation)
+    left, right = keras_same(size + 2, kernel, stride, dilation)
+    xp = TF.pad(torch.tensor(x, dtype=torch.float64), (left, right, top, bottom))
+    expected = TF.conv2d(xp, torch.tensor(w, dtype=torch.float64), stride=stride,
+                         dilation=dilation).numpy()
+    y = F.conv2d(x, w, stride=stride, padding="same", dilation=dilation, algo=algo)
+    assert_close(y, expected, "conv2d", conv2d_magnitude(x, w, None, stride, "same", dilation))
+
+
+def test_conv2d_padding_forms_are_equivalent(rng):
+    x, w = randn(rng, (1, 2, 6, 7)), randn(rng, (3, 2, 3, 3))
+    y_int = host(F.conv2d(x, w, padding=1))
+    for form in [(1, 1), [1, 1], ((1, 1), (1, 1)), [[1, 1], [1, 1]], np.int64(1)]:
+        np.testing.assert_array_equal(host(F.conv2d(x, w, padding=form)), y_int, err_msg=str(form))
+    np.testing.assert_array_equal(host(F.conv2d(x, w, padding="valid")), host(F.conv2d(x, w)))
+    np.testing.assert_array_equal(host(F.conv2d(x, w, padding="same")), y_int)
+    y_pair = host(F.conv2d(x, w, padding=(1, 0)))
+    np.testing.assert_array_equal(host(F.conv2d(x, w, padding=((1, 1), (0, 0)))), y_pair)
+
+
+def test_conv2d_accepts_tensors_and_arrays_alike(rng):
+    x, w, b = randn(rng, (2, 3, 5, 5)), randn(rng, (4, 3, 3, 3)), randn(rng, 4)
+    y1 = host(F.conv2d(x, w, b, padding=1))
+    y2 = host(F.conv2d(nc.tensor(x), nc.tensor(w), nc.tensor(b), padding=1))
+    y3 = host(F.conv2d(x.astype(np.float64), w, list(b), padding=1))
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(y1, y3)
+
+
+def test_conv2d_backward_returns_fresh_tensors(rng):
+    """Gradients are written with `=`: calling twice gives the same result, not a sum."""
+    x, w = randn(rng, (2, 3, 5, 5)), randn(rng, (4, 3, 3, 3))
+    dy = randn(rng, (2, 4, 5, 5))
+    first = [host(g) for g in F.conv2d_backward(dy, x, w, padding=1)]
+    second = [host(g) for g in F.conv2d_backward(dy, x, w, padding=1)]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---- NaN ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algo", ["fast", "reference"])
+@pytest.mark.parametrize(
+    "stride,padding,dilation", [(1, 1, 1), (2, "same", 1), (1, 0, 2)], ids=["pad1", "same_s2", "dil2"]
+)
+def test_conv2d_nan_propagates_to_the_outputs_it_touches(stride, padding, dilation, algo, device, rng):
+    x = randn(rng, (2, 3, 9, 8))
+    w = randn(rng, (4, 3, 3, 3))
+    x[1, 2, 4, 3] = np.nan
+    y = host(F.conv2d(nc.tensor(x, device=device), nc.tensor(w, device=device), stride=stride,
+                      padding=padding, dilation=dilation, algo=algo))
+    expected = torch_conv2d(x, w, None, stride, padding, dilation)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    assert np.isnan(y[1]).any() and not np.isnan(y[0]).any()
+    assert_close(y, expected, "conv2d", conv2d_magnitude(x, w, None, stride, padding, dilation))
+
+    dy = randn(rng, y.shape)
+    dx, dw, db = (host(g) for g in F.conv2d_backward(dy, x, w, stride=stride, padding=padding,
+                                                       dilation=dilation, algo=algo))
+    _, dx_t, dw_t, db_t = torch_conv2d(x, w, np.zeros(4, np.float32), stride, padding, dilation, dy)
+    assert not np.isnan(dx).any()  # dx = w^T dy does not read x
+    assert not np.isnan(db).any()
+    assert np.isnan(dw[:, 2]).any() and not np.isnan(dw[:, :2]).any()
+    np.testing.assert_array_equal(np.isnan(dw), np.isnan(dw_t))
+    dx_m = conv2d_magnitude(x, w, np.zeros(4, np.float32), stride, padding, dilation, dy)[1]
+    assert_close(dx, dx_t, "conv2d_backward", dx_m)
