@@ -186,6 +186,13 @@ def test_set_num_threads_below_one_raises_value_error(n, threads):
     assert nc.get_num_threads() == before
 
 
+def test_set_num_threads_absurdly_large_raises_value_error(threads):
+    before = nc.get_num_threads()
+    with pytest.raises(ValueError, match="n must be <= 65536"):
+        nc.set_num_threads(10**12)
+    assert nc.get_num_threads() == before
+
+
 @pytest.mark.parametrize("n", ["2", 2.0, None, True], ids=["str", "float", "None", "bool"])
 def test_set_num_threads_non_int_raises_type_error(n, threads):
     with pytest.raises(TypeError, match="n must be an int"):

@@ -71,6 +71,10 @@ def set_num_threads(n: int) -> None:
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if n > 65536:
+        raise ValueError(f"set_num_threads: n must be <= 65536, got {n}")
     _C.set_num_threads(int(n))
 
 
