@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as TF
 
 import nanocnn as nc
 import nanocnn.functional as F
@@ -185,3 +187,34 @@ def test_max_pool2d_backward_several_nans_in_one_window_matches_torch(kernel, st
     _, dx_t = torch_max_pool2d(x, kernel, stride, 0, dy)
     dx = F.max_pool2d_backward(dy, x, kernel, stride, algo=algo)
     np.testing.assert_array_equal(host(dx), dx_t)
+
+
+# ---- ceil_mode (PyTorch's rounding up, with partial windows at the end) -------------------------
+
+CEIL_CASES = [  # (H, W, kernel, stride, padding)
+    (7, 9, 2, 2, 0),
+    (5, 5, 3, 2, 1),
+    (6, 7, 3, 3, 0),
+    (8, 5, 2, 3, 1),
+    (4, 4, 3, 2, 0),
+]
+
+
+@pytest.mark.parametrize("algo", ["fast", "reference"])
+@pytest.mark.parametrize("h,w,k,s,p", CEIL_CASES, ids=[f"{c[0]}x{c[1]}_k{c[2]}_s{c[3]}_p{c[4]}" for c in CEIL_CASES])
+def test_max_pool2d_ceil_mode_matches_torch(h, w, k, s, p, algo, rng):
+    x = rng.standard_normal((2, 3, h, w), dtype=np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = TF.max_pool2d(xt, k, s, p, ceil_mode=True)
+    dy = rng.standard_normal(tuple(yt.shape), dtype=np.float32)
+    yt.backward(torch.tensor(dy))
+    y = F.max_pool2d(x, k, s, p, ceil_mode=True, algo=algo)
+    assert F.max_pool2d_output_shape(x.shape, k, s, p, ceil_mode=True) == tuple(yt.shape)
+    assert_close(y, yt, "max_pool2d")
+    dx = F.max_pool2d_backward(dy, x, k, s, p, ceil_mode=True, algo=algo)
+    assert_close(dx, xt.grad, "max_pool2d_backward")
+
+
+def test_max_pool2d_ceil_mode_must_be_bool():
+    with pytest.raises(TypeError, match="ceil_mode"):
+        F.max_pool2d(np.zeros((1, 1, 4, 4), np.float32), 2, ceil_mode="yes")

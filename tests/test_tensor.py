@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as TF
 
 import nanocnn as nc
+import nanocnn.functional as F
 
 
 @pytest.mark.parametrize(
@@ -197,3 +200,12 @@ def test_set_num_threads_absurdly_large_raises_value_error(threads):
 def test_set_num_threads_non_int_raises_type_error(n, threads):
     with pytest.raises(TypeError, match="n must be an int"):
         nc.set_num_threads(n)
+
+
+def test_functional_accepts_torch_tensors_that_require_grad(rng):
+    """Users benchmarking against PyTorch pass torch tensors straight in (autograd ones too)."""
+    x = torch.tensor(rng.standard_normal((2, 3, 5, 5), dtype=np.float32), requires_grad=True)
+    w = torch.tensor(rng.standard_normal((4, 3, 3, 3), dtype=np.float32), requires_grad=True)
+    y = F.conv2d(x, w, padding=1)
+    expected = TF.conv2d(x.detach(), w.detach(), padding=1)
+    np.testing.assert_allclose(np.asarray(y), expected.numpy(), rtol=1e-4, atol=1e-4)

@@ -53,6 +53,8 @@ def _as_tensor(op: str, name: str, value) -> Tensor:
         raise TypeError(f"{op}: {name} is required, got None")
     from . import tensor
 
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor, perhaps on a GPU
+        value = value.detach().cpu()
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as err:
@@ -206,7 +208,9 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, *, algo: str = "f
 
 
 class _Pool2dGeometry:
-    def __init__(self, op, x_shape, kernel_size, stride, padding):
+    def __init__(self, op, x_shape, kernel_size, stride, padding, ceil_mode=False):
+        if not isinstance(ceil_mode, (bool, np.bool_)):
+            raise TypeError(f"{op}: ceil_mode must be a bool, got {ceil_mode!r}")
         self.kernel = _pair(op, "kernel_size", kernel_size, 1)
         self.stride = self.kernel if stride is None else _pair(op, "stride", stride, 1)
         spatial = (x_shape[2], x_shape[3])
@@ -225,6 +229,17 @@ class _Pool2dGeometry:
             _out_size(spatial[i], pads[i][0], pads[i][1], self.kernel[i], self.stride[i], 1)
             for i in range(2)
         )
+        if ceil_mode and not isinstance(padding, str):
+            # PyTorch's rule: round the window count up, but the last window must start inside
+            # the input or its left/top padding.
+            out = []
+            for i in range(2):
+                span = spatial[i] + 2 * pads[i][0] - self.kernel[i]
+                n = -(-span // self.stride[i]) + 1 if span >= 0 else 0
+                if n > 0 and (n - 1) * self.stride[i] >= spatial[i] + pads[i][0]:
+                    n -= 1
+                out.append(n)
+            self.out_size = tuple(out)
         if min(self.out_size) < 1:
             raise ValueError(
                 f"{op}: kernel_size {self.kernel} is larger than the padded input "
@@ -235,27 +250,29 @@ class _Pool2dGeometry:
         return self.kernel, self.stride, self.padding, self.out_size
 
 
-def max_pool2d_output_shape(x_shape, kernel_size, stride=None, padding=0) -> tuple:
+def max_pool2d_output_shape(x_shape, kernel_size, stride=None, padding=0, ceil_mode=False) -> tuple:
     """The shape (N, C, P, Q) that max_pool2d gives for this input shape."""
-    g = _Pool2dGeometry("max_pool2d", tuple(x_shape), kernel_size, stride, padding)
+    g = _Pool2dGeometry("max_pool2d", tuple(x_shape), kernel_size, stride, padding, ceil_mode)
     return (x_shape[0], x_shape[1]) + g.out_size
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, algo: str = "fast") -> Tensor:
+def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *, algo: str = "fast") -> Tensor:
     """2-D max pooling. x is (N, C, H, W); ``stride`` defaults to ``kernel_size``.
 
     ``padding``: an int or a pair (at most half the kernel, as in PyTorch; padded cells never
-    win), "valid", or "same" (Keras: output ceil(H / stride)).
+    win), "valid", or "same" (Keras: output ceil(H / stride)). ``ceil_mode`` rounds the number
+    of windows up instead of down, as in PyTorch (partial windows at the end).
     """
     op = "max_pool2d"
     _check_algo(op, algo)
     x = _as_tensor(op, "x", x)
     _check_rank(op, "x", x, 4, "(N, C, H, W)")
-    g = _Pool2dGeometry(op, x.shape, kernel_size, stride, padding)
+    g = _Pool2dGeometry(op, x.shape, kernel_size, stride, padding, ceil_mode)
     return _C.max_pool2d(x, *g.args(), algo)
 
 
-def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, algo: str = "fast") -> Tensor:
+def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
+                        algo: str = "fast") -> Tensor:
     """Gradient of max_pool2d with respect to x.
 
     Each window's gradient goes to its first maximum in row-major order (PyTorch's rule); where
@@ -266,7 +283,7 @@ def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, algo: str
     x = _as_tensor(op, "x", x)
     dy = _as_tensor(op, "dy", dy)
     _check_rank(op, "x", x, 4, "(N, C, H, W)")
-    g = _Pool2dGeometry(op, x.shape, kernel_size, stride, padding)
+    g = _Pool2dGeometry(op, x.shape, kernel_size, stride, padding, ceil_mode)
     return _C.max_pool2d_backward(dy, x, *g.args(), algo)
 
 
