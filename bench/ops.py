@@ -2,7 +2,7 @@
 
     python bench/ops.py                       # seed CIFAR network layers, batch 64, all threads
     python bench/ops.py --threads 1 --batch 1
-    python bench/ops.py --json bench/results/ops-cpu.json
+    python bench/ops.py --json bench/results/ops-cpu.json --markdown bench/results/ops-cpu.md
 
 For every op and direction, both libraries get the same inputs and the same thread count; the
 outputs are checked equal (within the test tolerances) before anything is timed; each timing is
@@ -181,12 +181,41 @@ def machine_info() -> dict:
             "sgemm_isa": nc._C.sgemm_isa(), "commit": commit}
 
 
+def markdown_table(results: list[dict], machine: dict, batch: int, threads: int) -> str:
+    lines = [
+        f"nanocnn {machine['nanocnn']} vs PyTorch {machine['torch']} on {machine['cpu']} "
+        f"({machine['cores']} cores), batch {batch}, {threads} thread(s), sgemm "
+        f"{machine['sgemm_isa']}, commit {machine['commit'] or '?'}. Ratio = PyTorch time / "
+        "nanocnn time (above 1: nanocnn faster).",
+        "",
+        "| op | direction | nanocnn ms | PyTorch ms | ratio | nanocnn GFLOP/s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        gflops = "" if r["nanocnn_gflops"] is None else f"{r['nanocnn_gflops']:.0f}"
+        lines.append(f"| {r['name']} | {r['direction']} | {r['nanocnn_s'] * 1e3:.3f} | "
+                     f"{r['torch_s'] * 1e3:.3f} | {r['ratio']:.2f} | {gflops} |")
+    total_nc = sum(r["nanocnn_s"] for r in results)
+    total_torch = sum(r["torch_s"] for r in results)
+    lines.append(f"| **all ops** | | **{total_nc * 1e3:.3f}** | **{total_torch * 1e3:.3f}** | "
+                 f"**{total_torch / total_nc:.2f}** | |")
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--min-time", type=float, default=0.2, help="seconds per timing")
     parser.add_argument("--json", help="write every figure to this JSON file")
+    parser.add_argument("--markdown", help="write the table to this markdown file")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -219,13 +248,13 @@ def main(argv=None) -> int:
     total_torch = sum(r["torch_s"] for r in results)
     print(f"{'all ops':<38} {total_nc * 1e3:>10.3f} {total_torch * 1e3:>9.3f} "
           f"{total_torch / total_nc:>6.2f}")
+    machine = machine_info()
     if args.json:
-        payload = {"machine": machine_info(), "batch": args.batch, "threads": args.threads,
+        payload = {"machine": machine, "batch": args.batch, "threads": args.threads,
                    "results": results}
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=1)
-        os.replace(tmp, args.json)
+        write_atomically(args.json, json.dumps(payload, indent=1) + "\n")
+    if args.markdown:
+        write_atomically(args.markdown, markdown_table(results, machine, args.batch, args.threads))
     return 0
 
 
