@@ -150,6 +150,8 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
       py::arg("shape"), py::arg("device") = "cpu");
 
   // ---- machine -------------------------------------------------------------------------------
+  m.def("host_cache_bytes", &host_cache_bytes);
+  m.def("release_host_cache", &release_host_cache);
   m.def("get_num_threads", &get_num_threads);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("cuda_device_count", &cuda_device_count);

@@ -209,3 +209,28 @@ def test_functional_accepts_torch_tensors_that_require_grad(rng):
     y = F.conv2d(x, w, padding=1)
     expected = TF.conv2d(x.detach(), w.detach(), padding=1)
     np.testing.assert_allclose(np.asarray(y), expected.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_large_freed_tensors_are_reused_and_empty_cache_releases_them():
+    nc.empty_cache()
+    assert nc._C.host_cache_bytes() == 0
+    t = nc.zeros([1 << 18])  # 1 MiB: cached when freed
+    address = t.numpy().ctypes.data
+    del t
+    assert nc._C.host_cache_bytes() == 1 << 20
+    u = nc.zeros([1 << 18])  # same size: the same block, zeroed again
+    assert u.numpy().ctypes.data == address
+    assert not np.asarray(u).any()
+    assert nc._C.host_cache_bytes() == 0
+    del u
+    nc.empty_cache()
+    assert nc._C.host_cache_bytes() == 0
+
+
+def test_reused_block_does_not_leak_into_a_differently_sized_tensor():
+    nc.empty_cache()
+    a = nc.tensor(np.full(1 << 18, 7.0, np.float32))
+    del a
+    b = nc.zeros([(1 << 18) + 4096])  # another page count: not the cached block
+    assert not np.asarray(b).any()
+    nc.empty_cache()

@@ -2,6 +2,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
 
 #include "core/device.h"
 #include "core/error.h"
@@ -28,28 +31,103 @@ Device Device::parse(const std::string& text, const char* argument) {
 
 namespace {
 
-class AlignedHostAllocator final : public Allocator {
+void* aligned_block(size_t bytes) {
+  // aligned_alloc wants a size that is a multiple of the alignment; 0 bytes still gets a block so
+  // that every Storage has a valid, distinct pointer.
+  const size_t rounded = (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
+  return std::aligned_alloc(kHostAlignment, rounded == 0 ? kHostAlignment : rounded);
+}
+
+// Host memory: 64-byte aligned blocks, with a cache for large ones.
+//
+// Why a cache: a large block from malloc is mapped fresh from the OS and unmapped again on free,
+// so every op writing a new multi-megabyte output pays a page fault per 4 KiB page and the
+// kernel's zeroing of it: for a ReLU over 64x16x32x32 floats that doubled the time (0.11 ms of
+// faults on 0.11 ms of work). A training step allocates the same sizes every time, so freed
+// blocks of at least kMinCachedBytes are kept, keyed by their size rounded up to whole pages,
+// and handed out again for the same size. A freed block that would take the cache past
+// kMaxCachedBytes goes back to the system instead; the cache is emptied, and the request
+// retried, before an allocation fails.
+class HostAllocator final : public Allocator {
  public:
+  static constexpr size_t kPage = 4096;
+  static constexpr size_t kMinCachedBytes = 256 * 1024;
+  static constexpr size_t kMaxCachedBytes = size_t(1) << 30;
+
   void* allocate(size_t bytes) override {
-    // aligned_alloc wants a size that is a multiple of the alignment; 0 bytes still gets a block
-    // so that every Storage has a valid, distinct pointer.
-    const size_t rounded = (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
-    void* ptr = std::aligned_alloc(kHostAlignment, rounded == 0 ? kHostAlignment : rounded);
+    const bool cacheable = bytes >= kMinCachedBytes;
+    const size_t size = cacheable ? round_to_page(bytes) : bytes;
+    if (cacheable) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(size);
+      if (it != free_.end() && !it->second.empty()) {
+        void* ptr = it->second.back();
+        it->second.pop_back();
+        cached_bytes_ -= size;
+        return ptr;
+      }
+    }
+    void* ptr = aligned_block(size);
+    if (ptr == nullptr) {
+      release_cache();
+      ptr = aligned_block(size);
+    }
     if (ptr == nullptr) {
       throw MemoryError(detail::concat("out of host memory: could not allocate ", bytes,
                                        " bytes"));
     }
     return ptr;
   }
-  void deallocate(void* ptr, size_t) override { std::free(ptr); }
+
+  void deallocate(void* ptr, size_t bytes) override {
+    if (bytes < kMinCachedBytes) {
+      std::free(ptr);
+      return;
+    }
+    const size_t size = round_to_page(bytes);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (cached_bytes_ + size > kMaxCachedBytes) {
+      std::free(ptr);
+      return;
+    }
+    free_[size].push_back(ptr);
+    cached_bytes_ += size;
+  }
+
+  void release_cache() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& entry : free_)
+      for (void* ptr : entry.second) std::free(ptr);
+    free_.clear();
+    cached_bytes_ = 0;
+  }
+
+  size_t cached_bytes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return cached_bytes_;
+  }
+
+ private:
+  static size_t round_to_page(size_t bytes) { return (bytes + kPage - 1) / kPage * kPage; }
+
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<void*>> free_;  // page-rounded size -> free blocks
+  size_t cached_bytes_ = 0;
 };
+
+HostAllocator& host_allocator() {
+  // Never destroyed: tensors may still be freed by Python during interpreter shutdown.
+  static HostAllocator* allocator = new HostAllocator();
+  return *allocator;
+}
 
 }  // namespace
 
-Allocator* cpu_allocator() {
-  static AlignedHostAllocator allocator;
-  return &allocator;
-}
+Allocator* cpu_allocator() { return &host_allocator(); }
+
+size_t host_cache_bytes() { return host_allocator().cached_bytes(); }
+
+void release_host_cache() { host_allocator().release_cache(); }
 
 Allocator* allocator_for(const Device& device) {
   if (device.is_cpu()) return cpu_allocator();

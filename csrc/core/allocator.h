@@ -36,9 +36,12 @@ class Allocator {
   virtual void deallocate(void* ptr, size_t bytes) = 0;
 };
 
-// Host memory, aligned to 64 bytes (one cache line, one AVX-512 register).
+// Host memory, aligned to 64 bytes (one cache line, one AVX-512 register). Large freed blocks
+// are cached for reuse by the next request of the same size (see allocator.cpp).
 constexpr size_t kHostAlignment = 64;
 Allocator* cpu_allocator();
+size_t host_cache_bytes();  // bytes held in the cache, free for reuse
+void release_host_cache();  // gives every cached block back to the system
 
 // The allocator for `device`; raises ValueError if that device is not available in this build
 // or on this machine.

@@ -24,6 +24,7 @@ __all__ = [
     "cuda_available",
     "set_num_threads",
     "get_num_threads",
+    "empty_cache",
     "functional",
     "__version__",
 ]
@@ -61,6 +62,16 @@ def zeros(shape, device: str = "cpu") -> Tensor:
 def cuda_available() -> bool:
     """Whether nanocnn can run on a GPU here: built with CUDA, and a driver and GPU are present."""
     return _C.cuda_device_count() > 0
+
+
+def empty_cache() -> None:
+    """Returns the memory nanocnn keeps for reuse to the system.
+
+    Freed tensors of 256 KiB or more are kept (up to 1 GiB in all) and handed out again for the
+    next tensor of the same size, which spares a training step the page faults of fresh memory.
+    Call this after a large one-off computation to give that memory back.
+    """
+    _C.release_host_cache()
 
 
 def set_num_threads(n: int) -> None:
