@@ -6,8 +6,9 @@
 
 For every op and direction, both libraries get the same inputs and the same thread count; the
 outputs are checked equal (within the test tolerances) before anything is timed; each timing is
-the median of many runs after a warm-up. The ratio column is PyTorch time / nanocnn time, so
-above 1 means nanocnn is faster. PyTorch backward passes are timed through autograd on a graph
+the median of many runs after a warm-up. PyTorch runs conv and pooling both in NCHW and in
+channels-last (often its faster layout on the CPU); the ratio column is the faster PyTorch time
+/ nanocnn time, so above 1 means nanocnn is faster. PyTorch backward passes are timed through autograd on a graph
 built once (the real cost of a backward step in PyTorch, padding included).
 """
 from __future__ import annotations
@@ -75,8 +76,13 @@ def conv_flops(x_shape, w_shape, out_shape) -> float:
     return 2.0 * n * k * p * q * w_shape[1] * w_shape[2] * w_shape[3]
 
 
+CL = torch.channels_last
+
+
 def build(case: Case, rng):
-    """Returns [(direction, nanocnn_fn, torch_fn, check_fn, flops)] for one case."""
+    """Returns [(direction, nanocnn_fn, torch_fn, torch_channels_last_fn, pair_fn, flops)] for one
+    case. torch_channels_last_fn is None where the memory format does not apply; pair_fn turns
+    the two results into arrays to compare."""
     a = case.args
     rows = []
     if case.op == "conv2d":
@@ -92,13 +98,21 @@ def build(case: Case, rng):
         dy = rng.standard_normal(tuple(yt.shape), dtype=np.float32)
         dyn, dyt = nc.tensor(dy), torch.tensor(dy)
         flops = conv_flops(a["x"], a["w"], tuple(yt.shape))
+        # The same in PyTorch's channels-last layout, often its faster one on the CPU.
+        xc = xt.detach().to(memory_format=CL).requires_grad_()
+        wc = wt.detach().to(memory_format=CL).requires_grad_()
+        bc = bt.detach().clone().requires_grad_()
+        yc = TF.conv2d(xc, wc, bc, padding=pad)
+        dyc = dyt.to(memory_format=CL)
         rows.append(("forward", lambda: F.conv2d(xn, wn, bn, padding=pad),
                      lambda: TF.conv2d(xt.detach(), wt.detach(), bt.detach(), padding=pad),
-                     lambda y_n, y_t: (y_n, y_t.numpy()), flops))
+                     lambda: TF.conv2d(xc.detach(), wc.detach(), bc.detach(), padding=pad),
+                     lambda y_n, y_t: (y_n, y_t.contiguous().numpy()), flops))
         rows.append(("backward", lambda: F.conv2d_backward(dyn, xn, wn, padding=pad),
                      lambda: torch.autograd.grad(yt, (xt, wt, bt), dyt, retain_graph=True),
+                     lambda: torch.autograd.grad(yc, (xc, wc, bc), dyc, retain_graph=True),
                      lambda g_n, g_t: (np.concatenate([np.asarray(g).ravel() for g in g_n]),
-                                       np.concatenate([g.numpy().ravel() for g in g_t])),
+                                       np.concatenate([g.contiguous().numpy().ravel() for g in g_t])),
                      2 * flops))
     elif case.op == "max_pool2d":
         x = rng.standard_normal(a["x"], dtype=np.float32)
@@ -108,11 +122,16 @@ def build(case: Case, rng):
         yt = TF.max_pool2d(xt, k)
         dy = rng.standard_normal(tuple(yt.shape), dtype=np.float32)
         dyn, dyt = nc.tensor(dy), torch.tensor(dy)
+        xc = xt.detach().to(memory_format=CL).requires_grad_()
+        yc = TF.max_pool2d(xc, k)
+        dyc = dyt.to(memory_format=CL)
         rows.append(("forward", lambda: F.max_pool2d(xn, k), lambda: TF.max_pool2d(xt.detach(), k),
-                     lambda y_n, y_t: (y_n, y_t.numpy()), 0))
+                     lambda: TF.max_pool2d(xc.detach(), k),
+                     lambda y_n, y_t: (y_n, y_t.contiguous().numpy()), 0))
         rows.append(("backward", lambda: F.max_pool2d_backward(dyn, xn, k),
                      lambda: torch.autograd.grad(yt, xt, dyt, retain_graph=True),
-                     lambda g_n, g_t: (g_n, g_t[0].numpy()), 0))
+                     lambda: torch.autograd.grad(yc, xc, dyc, retain_graph=True),
+                     lambda g_n, g_t: (g_n, g_t[0].contiguous().numpy()), 0))
     elif case.op == "relu":
         x = rng.standard_normal(a["x"], dtype=np.float32)
         xn = nc.tensor(x)
@@ -121,10 +140,10 @@ def build(case: Case, rng):
         yn = F.relu(xn)
         dy = rng.standard_normal(a["x"], dtype=np.float32)
         dyn, dyt = nc.tensor(dy), torch.tensor(dy)
-        rows.append(("forward", lambda: F.relu(xn), lambda: TF.relu(xt.detach()),
+        rows.append(("forward", lambda: F.relu(xn), lambda: TF.relu(xt.detach()), None,
                      lambda y_n, y_t: (y_n, y_t.numpy()), 0))
         rows.append(("backward", lambda: F.relu_backward(dyn, yn),
-                     lambda: torch.autograd.grad(yt, xt, dyt, retain_graph=True),
+                     lambda: torch.autograd.grad(yt, xt, dyt, retain_graph=True), None,
                      lambda g_n, g_t: (g_n, g_t[0].numpy()), 0))
     elif case.op == "linear":
         x = rng.standard_normal(a["x"], dtype=np.float32)
@@ -139,10 +158,10 @@ def build(case: Case, rng):
         dyn, dyt = nc.tensor(dy), torch.tensor(dy)
         flops = 2.0 * a["x"][0] * a["w"][0] * a["w"][1]
         rows.append(("forward", lambda: F.linear(xn, wn, bn),
-                     lambda: TF.linear(xt.detach(), wt.detach(), bt.detach()),
+                     lambda: TF.linear(xt.detach(), wt.detach(), bt.detach()), None,
                      lambda y_n, y_t: (y_n, y_t.numpy()), flops))
         rows.append(("backward", lambda: F.linear_backward(dyn, xn, wn),
-                     lambda: torch.autograd.grad(yt, (xt, wt, bt), dyt, retain_graph=True),
+                     lambda: torch.autograd.grad(yt, (xt, wt, bt), dyt, retain_graph=True), None,
                      lambda g_n, g_t: (np.concatenate([np.asarray(g).ravel() for g in g_n]),
                                        np.concatenate([g.numpy().ravel() for g in g_t])),
                      2 * flops))
@@ -158,7 +177,7 @@ def build(case: Case, rng):
             (grad,) = torch.autograd.grad(loss, xt)
             return loss, grad
 
-        rows.append(("fwd+bwd", lambda: F.softmax_cross_entropy(xn, labels), torch_fused,
+        rows.append(("fwd+bwd", lambda: F.softmax_cross_entropy(xn, labels), torch_fused, None,
                      lambda r_n, r_t: (np.append(np.asarray(r_n[1]).ravel(), r_n[0]),
                                        np.append(r_t[1].numpy().ravel(), r_t[0].item())), 0))
     return rows
@@ -185,20 +204,22 @@ def markdown_table(results: list[dict], machine: dict, batch: int, threads: int)
     lines = [
         f"nanocnn {machine['nanocnn']} vs PyTorch {machine['torch']} on {machine['cpu']} "
         f"({machine['cores']} cores), batch {batch}, {threads} thread(s), sgemm "
-        f"{machine['sgemm_isa']}, commit {machine['commit'] or '?'}. Ratio = PyTorch time / "
-        "nanocnn time (above 1: nanocnn faster).",
+        f"{machine['sgemm_isa']}, commit {machine['commit'] or '?'}. PyTorch is timed in NCHW "
+        "and, for conv and pooling, channels-last; ratio = the faster PyTorch time / nanocnn "
+        "time (above 1: nanocnn faster).",
         "",
-        "| op | direction | nanocnn ms | PyTorch ms | ratio | nanocnn GFLOP/s |",
-        "|---|---|---:|---:|---:|---:|",
+        "| op | direction | nanocnn ms | PyTorch NCHW ms | PyTorch channels-last ms | ratio | nanocnn GFLOP/s |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         gflops = "" if r["nanocnn_gflops"] is None else f"{r['nanocnn_gflops']:.0f}"
+        cl = "" if r["torch_channels_last_s"] is None else f"{r['torch_channels_last_s'] * 1e3:.3f}"
         lines.append(f"| {r['name']} | {r['direction']} | {r['nanocnn_s'] * 1e3:.3f} | "
-                     f"{r['torch_s'] * 1e3:.3f} | {r['ratio']:.2f} | {gflops} |")
+                     f"{r['torch_nchw_s'] * 1e3:.3f} | {cl} | {r['ratio']:.2f} | {gflops} |")
     total_nc = sum(r["nanocnn_s"] for r in results)
     total_torch = sum(r["torch_s"] for r in results)
-    lines.append(f"| **all ops** | | **{total_nc * 1e3:.3f}** | **{total_torch * 1e3:.3f}** | "
-                 f"**{total_torch / total_nc:.2f}** | |")
+    lines.append(f"| **all ops** (PyTorch: the faster layout per row) | | **{total_nc * 1e3:.3f}** | | "
+                 f"**{total_torch * 1e3:.3f}** | **{total_torch / total_nc:.2f}** | |")
     return "\n".join(lines) + "\n"
 
 
@@ -222,32 +243,38 @@ def main(argv=None) -> int:
     nc.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     results = []
-    header = f"{'op':<28} {'dir':<9} {'nanocnn ms':>10} {'torch ms':>9} {'ratio':>6} {'GFLOP/s':>8}"
+    header = (f"{'op':<28} {'dir':<9} {'nanocnn ms':>10} {'torch ms':>9} {'torch CL':>9} "
+              f"{'ratio':>6} {'GFLOP/s':>8}")
     print(f"nanocnn {nc.__version__} vs torch {torch.__version__}, batch {args.batch}, "
           f"{args.threads} thread(s), sgemm {nc._C.sgemm_isa()}")
     print(header)
     print("-" * len(header))
     for case in cifar_cases(args.batch):
-        for direction, nc_fn, torch_fn, pair, flops in build(case, rng):
-            got, want = pair(nc_fn(), torch_fn())
-            got, want = np.asarray(got), np.asarray(want)
-            scale = float(np.abs(want).max()) or 1.0
-            if not np.allclose(got, want, rtol=1e-4, atol=1e-5 * scale):
-                print(f"{case.name}: {direction}: nanocnn and torch disagree "
-                      f"(max abs diff {np.abs(got - want).max():.3g}); not timed", file=sys.stderr)
-                return 1
+        for direction, nc_fn, torch_fn, torch_cl_fn, pair, flops in build(case, rng):
+            for reference in [torch_fn] + ([torch_cl_fn] if torch_cl_fn else []):
+                got, want = pair(nc_fn(), reference())
+                got, want = np.asarray(got), np.asarray(want)
+                scale = float(np.abs(want).max()) or 1.0
+                if not np.allclose(got, want, rtol=1e-4, atol=1e-5 * scale):
+                    print(f"{case.name}: {direction}: nanocnn and torch disagree (max abs diff "
+                          f"{np.abs(got - want).max():.3g}); not timed", file=sys.stderr)
+                    return 1
             t_nc = median_seconds(nc_fn, args.min_time)
-            t_torch = median_seconds(torch_fn, args.min_time)
+            t_nchw = median_seconds(torch_fn, args.min_time)
+            t_cl = median_seconds(torch_cl_fn, args.min_time) if torch_cl_fn else None
+            t_torch = min(t_nchw, t_cl) if t_cl else t_nchw
             gflops = flops / t_nc / 1e9 if flops else None
             results.append({"op": case.op, "name": case.name, "direction": direction,
-                            "args": case.args, "nanocnn_s": t_nc, "torch_s": t_torch,
+                            "args": case.args, "nanocnn_s": t_nc, "torch_nchw_s": t_nchw,
+                            "torch_channels_last_s": t_cl, "torch_s": t_torch,
                             "ratio": t_torch / t_nc, "flops": flops, "nanocnn_gflops": gflops})
-            print(f"{case.name:<28} {direction:<9} {t_nc * 1e3:>10.3f} {t_torch * 1e3:>9.3f} "
+            cl = f"{t_cl * 1e3:>9.3f}" if t_cl else f"{'':>9}"
+            print(f"{case.name:<28} {direction:<9} {t_nc * 1e3:>10.3f} {t_nchw * 1e3:>9.3f} {cl} "
                   f"{t_torch / t_nc:>6.2f} {'' if gflops is None else f'{gflops:8.1f}'}")
     total_nc = sum(r["nanocnn_s"] for r in results)
     total_torch = sum(r["torch_s"] for r in results)
-    print(f"{'all ops':<38} {total_nc * 1e3:>10.3f} {total_torch * 1e3:>9.3f} "
-          f"{total_torch / total_nc:>6.2f}")
+    print(f"{'all ops (torch: faster layout)':<38} {total_nc * 1e3:>10.3f} "
+          f"{total_torch * 1e3:>9.3f} {'':>9} {total_torch / total_nc:>6.2f}")
     machine = machine_info()
     if args.json:
         payload = {"machine": machine, "batch": args.batch, "threads": args.threads,
