@@ -4,7 +4,8 @@
 // allocates its outputs on the inputs' device, and dispatches, in ops.cpp and nowhere else, to
 //   cpu::   the production CPU kernels (csrc/cpu/*.cpp: OpenMP + SIMD, GEMM-based)
 //   ref::   the plain reference loops (csrc/cpu/reference.cpp: the readable spec)
-//   cuda::  the GPU kernels (csrc/cuda/*.cu), when the tensors live on a GPU
+//   cuda::  the GPU kernels (csrc/cuda/*.cu), when the tensors live on a GPU (to come: until
+//           then a tensor cannot be created on a GPU, and check_cpu() guards each op)
 // Backward ops return fresh gradient tensors (see core/tensor.h for the conventions).
 #pragma once
 

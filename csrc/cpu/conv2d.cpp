@@ -43,6 +43,19 @@ int64_t col_stride(const Conv2dShape& sh) {
   return PQ % 512 == 0 ? PQ + 16 : PQ;
 }
 
+// For kernel column s: the input column of output column q is w0 + q * stride_w, with
+// w0 = s * dilation_w - pad_left. Output columns [*q_begin, *q_end) read inside [0, W); the ones
+// before and after read padding.
+void valid_columns(const Conv2dShape& sh, int64_t s, int64_t* w0, int64_t* q_begin,
+                   int64_t* q_end) {
+  const Conv2dGeometry& g = sh.g;
+  const int64_t Q = g.out_w;
+  *w0 = s * g.dilation_w - g.pad_left;
+  *q_begin = std::min(Q, *w0 >= 0 ? 0 : (-*w0 + g.stride_w - 1) / g.stride_w);
+  *q_end = std::max(*q_begin,
+                    std::min(Q, sh.W - *w0 <= 0 ? 0 : (sh.W - *w0 - 1) / g.stride_w + 1));
+}
+
 // x_n is (C,H,W); col is (C*R*S, P*Q) with row stride ld.
 void im2col(const Conv2dShape& sh, const float* x_n, float* col, int64_t ld) {
   const Conv2dGeometry& g = sh.g;
@@ -51,23 +64,20 @@ void im2col(const Conv2dShape& sh, const float* x_n, float* col, int64_t ld) {
     for (int64_t r = 0; r < sh.R; ++r)
       for (int64_t s = 0; s < sh.S; ++s) {
         float* out = col + ((c * sh.R + r) * sh.S + s) * ld;
-        const int64_t w0 = s * g.dilation_w - g.pad_left;  // input column of q = 0
-        // Output columns q whose input column w0 + q*sw lies inside [0, W).
-        const int64_t q_begin = std::min(Q, w0 >= 0 ? 0 : (-w0 + g.stride_w - 1) / g.stride_w);
-        const int64_t q_end =
-            std::max(q_begin, std::min(Q, sh.W - w0 <= 0 ? 0 : (sh.W - w0 - 1) / g.stride_w + 1));
+        int64_t w0, q_begin, q_end;
+        valid_columns(sh, s, &w0, &q_begin, &q_end);
         for (int64_t p = 0; p < P; ++p, out += Q) {
           const int64_t h = p * g.stride_h - g.pad_top + r * g.dilation_h;
           if (h < 0 || h >= sh.H) {
             std::memset(out, 0, Q * sizeof(float));
             continue;
           }
-          const float* row = x_n + (c * sh.H + h) * sh.W + w0;
+          const float* row = x_n + (c * sh.H + h) * sh.W;
           for (int64_t q = 0; q < q_begin; ++q) out[q] = 0.f;
           if (g.stride_w == 1) {
-            std::memcpy(out + q_begin, row + q_begin, (q_end - q_begin) * sizeof(float));
+            std::memcpy(out + q_begin, row + w0 + q_begin, (q_end - q_begin) * sizeof(float));
           } else {
-            for (int64_t q = q_begin; q < q_end; ++q) out[q] = row[q * g.stride_w];
+            for (int64_t q = q_begin; q < q_end; ++q) out[q] = row[w0 + q * g.stride_w];
           }
           for (int64_t q = q_end; q < Q; ++q) out[q] = 0.f;
         }
@@ -84,15 +94,13 @@ void col2im(const Conv2dShape& sh, const float* dcol, int64_t ld, float* dx_n) {
     for (int64_t r = 0; r < sh.R; ++r)
       for (int64_t s = 0; s < sh.S; ++s) {
         const float* in = dcol + ((c * sh.R + r) * sh.S + s) * ld;
-        const int64_t w0 = s * g.dilation_w - g.pad_left;
-        const int64_t q_begin = std::min(Q, w0 >= 0 ? 0 : (-w0 + g.stride_w - 1) / g.stride_w);
-        const int64_t q_end =
-            std::max(q_begin, std::min(Q, sh.W - w0 <= 0 ? 0 : (sh.W - w0 - 1) / g.stride_w + 1));
+        int64_t w0, q_begin, q_end;
+        valid_columns(sh, s, &w0, &q_begin, &q_end);
         for (int64_t p = 0; p < P; ++p, in += Q) {
           const int64_t h = p * g.stride_h - g.pad_top + r * g.dilation_h;
           if (h < 0 || h >= sh.H) continue;
-          float* row = dx_n + (c * sh.H + h) * sh.W + w0;
-          for (int64_t q = q_begin; q < q_end; ++q) row[q * g.stride_w] += in[q];
+          float* row = dx_n + (c * sh.H + h) * sh.W;
+          for (int64_t q = q_begin; q < q_end; ++q) row[w0 + q * g.stride_w] += in[q];
         }
       }
 }

@@ -22,7 +22,7 @@ from numbers import Integral
 
 import numpy as np
 
-from . import _C
+from . import _C, tensor
 from ._C import Tensor
 
 __all__ = [
@@ -51,8 +51,6 @@ def _as_tensor(op: str, name: str, value) -> Tensor:
         return value
     if value is None:
         raise TypeError(f"{op}: {name} is required, got None")
-    from . import tensor
-
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor, perhaps on a GPU
         value = value.detach().cpu()
     try:
