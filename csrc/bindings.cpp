@@ -9,9 +9,11 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <cstdint>
 #include <cstring>
 
 #include "core/device.h"
+#include "core/dlpack.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/tensor.h"
@@ -38,6 +40,102 @@ py::array host_view(const py::object& owner, const Tensor& t) {
 }
 
 Tensor optional_tensor(const std::optional<Tensor>& t) { return t ? *t : Tensor(); }
+
+// ---- DLPack ------------------------------------------------------------------------------------
+
+// What a consumer holds while it uses one of our tensors: the tensor (keeping its storage alive)
+// and the shape/strides arrays the DLPack view points into.
+struct DLPackExport {
+  Tensor tensor;
+  std::vector<int64_t> shape, strides;
+  dlpack::ManagedTensor managed;
+};
+
+// Runs when the capsule is garbage-collected. A consumer that took the tensor renamed the
+// capsule and calls the deleter itself later; otherwise nobody took it and it is freed here.
+void dlpack_capsule_destructor(PyObject* capsule) {
+  if (!PyCapsule_IsValid(capsule, dlpack::kCapsuleName)) return;
+  auto* managed =
+      static_cast<dlpack::ManagedTensor*>(PyCapsule_GetPointer(capsule, dlpack::kCapsuleName));
+  if (managed != nullptr && managed->deleter != nullptr) managed->deleter(managed);
+}
+
+py::object to_dlpack(const Tensor& t) {
+  NC_CHECK(t.device().is_cpu(), "__dlpack__: only CPU tensors can be exported so far, got ",
+           t.device().str());
+  auto* exported = new DLPackExport{t, t.shape(), std::vector<int64_t>(t.shape().size()), {}};
+  int64_t stride = 1;
+  for (size_t i = exported->shape.size(); i-- > 0;) {
+    exported->strides[i] = stride;
+    stride *= exported->shape[i];
+  }
+  dlpack::ManagedTensor& m = exported->managed;
+  m.dl_tensor.data = const_cast<float*>(t.data());
+  m.dl_tensor.device = {dlpack::kCPU, 0};
+  m.dl_tensor.ndim = static_cast<int32_t>(exported->shape.size());
+  m.dl_tensor.dtype = {dlpack::kFloat, 32, 1};
+  m.dl_tensor.shape = exported->shape.data();
+  m.dl_tensor.strides = exported->strides.data();
+  m.dl_tensor.byte_offset = 0;
+  m.manager_ctx = exported;
+  // May be called by the consumer without the GIL: it touches no Python object.
+  m.deleter = [](dlpack::ManagedTensor* self) {
+    delete static_cast<DLPackExport*>(self->manager_ctx);
+  };
+  PyObject* capsule = PyCapsule_New(&m, dlpack::kCapsuleName, dlpack_capsule_destructor);
+  if (capsule == nullptr) {
+    delete exported;
+    throw py::error_already_set();
+  }
+  return py::reinterpret_steal<py::object>(capsule);
+}
+
+// Takes the memory behind a "dltensor" capsule without copying. Checks everything before taking
+// ownership, so a capsule that is refused stays with its producer.
+Tensor from_dlpack_capsule(const py::object& capsule) {
+  PyObject* cap = capsule.ptr();
+  NC_CHECK_TYPE(PyCapsule_CheckExact(cap), "from_dlpack: expected a DLPack capsule, got ",
+                std::string(py::str(py::type::of(capsule).attr("__name__"))));
+  NC_CHECK(PyCapsule_IsValid(cap, dlpack::kCapsuleName),
+           "from_dlpack: the capsule was already consumed, or is not an unversioned DLPack "
+           "\"dltensor\" capsule");
+  auto* managed =
+      static_cast<dlpack::ManagedTensor*>(PyCapsule_GetPointer(cap, dlpack::kCapsuleName));
+  const dlpack::TensorView& v = managed->dl_tensor;
+  NC_CHECK(v.device.device_type == dlpack::kCPU || v.device.device_type == dlpack::kCUDAHost,
+           "from_dlpack: only CPU memory can be shared so far, got DLPack device type ",
+           v.device.device_type, " (use nanocnn.tensor() for a copy)");
+  NC_CHECK(v.dtype.code == dlpack::kFloat && v.dtype.bits == 32 && v.dtype.lanes == 1,
+           "from_dlpack: nanocnn tensors are float32, got DLPack dtype code ", int(v.dtype.code),
+           " with ", int(v.dtype.bits), " bits; use nanocnn.tensor() for a converting copy");
+  NC_CHECK(v.ndim >= 0 && (v.ndim == 0 || v.shape != nullptr), "from_dlpack: invalid shape");
+  Shape shape(v.shape, v.shape + v.ndim);
+  for (int64_t d : shape) NC_CHECK(d >= 0, "from_dlpack: invalid shape ", shape_str(shape));
+  numel_of(shape);  // raises if the size overflows
+  if (v.strides != nullptr) {
+    int64_t expected = 1;
+    for (int32_t i = v.ndim; i-- > 0;) {
+      NC_CHECK(shape[i] == 1 || v.strides[i] == expected,
+               "from_dlpack: nanocnn needs C-contiguous memory, got shape ", shape_str(shape),
+               " with strides ", shape_str(Shape(v.strides, v.strides + v.ndim)),
+               "; pass a contiguous copy (e.g. t.contiguous()) or use nanocnn.tensor()");
+      expected *= shape[i];
+    }
+  }
+  auto* data = reinterpret_cast<float*>(static_cast<char*>(v.data) + v.byte_offset);
+  NC_CHECK(reinterpret_cast<uintptr_t>(data) % alignof(float) == 0,
+           "from_dlpack: the data is not aligned for float32");
+  // Ownership moves to nanocnn: mark the capsule used, release through the producer's deleter.
+  if (PyCapsule_SetName(cap, dlpack::kUsedCapsuleName) != 0) throw py::error_already_set();
+  return Tensor::borrow(data, shape, Device{}, [managed]() {
+    if (managed->deleter == nullptr) return;
+    // Producers such as NumPy release a Python object here: hold the GIL while they do.
+    if (Py_IsInitialized()) {
+      py::gil_scoped_acquire gil;
+      managed->deleter(managed);
+    }
+  });
+}
 
 Conv2dGeometry conv_geometry(Pair stride, Pair padding, Pair dilation, Pair out_size) {
   return Conv2dGeometry{stride[0],   stride[1],   padding[0],  padding[1],
@@ -131,6 +229,27 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
             return t.to(target);
           },
           py::arg("device"), "This tensor on `device` (itself if already there).")
+      .def(
+          "__dlpack__",
+          [](const Tensor& t, py::object stream, py::object max_version, py::object dl_device,
+             py::object copy) {
+            if (!dl_device.is_none()) {
+              auto dev = dl_device.cast<std::pair<int, int>>();
+              NC_CHECK(dev.first == dlpack::kCPU, "__dlpack__: this tensor is on the CPU, got "
+                       "dl_device ", dev.first);
+            }
+            if (!copy.is_none() && copy.cast<bool>()) return to_dlpack(t.to(t.device()));
+            return to_dlpack(t);
+          },
+          py::kw_only(), py::arg("stream") = py::none(), py::arg("max_version") = py::none(),
+          py::arg("dl_device") = py::none(), py::arg("copy") = py::none(),
+          "A DLPack capsule sharing this tensor's memory (zero-copy), for torch.from_dlpack, "
+          "np.from_dlpack, ...")
+      .def("__dlpack_device__",
+           [](const Tensor& t) {
+             return std::make_pair(t.device().is_cpu() ? int(dlpack::kCPU) : int(dlpack::kCUDA),
+                                   t.device().index);
+           })
       .def("__repr__", [](const Tensor& t) {
         return "nanocnn.Tensor(shape=" + shape_str(t.shape()) + ", device=\"" +
                t.device().str() + "\")";
@@ -148,6 +267,9 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
         return Tensor::zeros(shape, Device::parse(device));
       },
       py::arg("shape"), py::arg("device") = "cpu");
+
+  m.def("from_dlpack_capsule", &from_dlpack_capsule, py::arg("capsule"),
+        "A tensor over the memory behind a DLPack capsule (no copy).");
 
   // ---- machine -------------------------------------------------------------------------------
   m.def("host_cache_bytes", &host_cache_bytes);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -49,7 +50,11 @@ Allocator* allocator_for(const Device& device);
 
 class Storage {
  public:
+  // A new block of `bytes` bytes from the device's allocator.
   Storage(size_t bytes, Device device);
+  // Memory owned by someone else (a DLPack producer): `release` is called once, when the last
+  // Tensor using it goes away.
+  Storage(void* data, size_t bytes, Device device, std::function<void()> release);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -62,7 +67,8 @@ class Storage {
   void* data_ = nullptr;
   size_t bytes_ = 0;
   Device device_;
-  Allocator* allocator_ = nullptr;
+  Allocator* allocator_ = nullptr;  // null for borrowed memory
+  std::function<void()> release_;
 };
 
 }  // namespace nanocnn

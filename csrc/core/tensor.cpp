@@ -34,6 +34,15 @@ Tensor Tensor::empty(const Shape& shape, Device device) {
   return t;
 }
 
+Tensor Tensor::borrow(float* data, const Shape& shape, Device device,
+                      std::function<void()> release) {
+  Tensor t;
+  t.shape_ = shape;
+  t.storage_ = std::make_shared<Storage>(
+      data, static_cast<size_t>(numel_of(shape)) * sizeof(float), device, std::move(release));
+  return t;
+}
+
 Tensor Tensor::zeros(const Shape& shape, Device device) {
   Tensor t = empty(shape, device);
   if (device.is_cpu()) std::memset(t.data(), 0, t.storage_->bytes());

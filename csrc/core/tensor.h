@@ -28,6 +28,9 @@ class Tensor {
 
   static Tensor empty(const Shape& shape, Device device = Device{});
   static Tensor zeros(const Shape& shape, Device device = Device{});
+  // A tensor over existing contiguous float32 memory (see Storage's borrowing constructor).
+  static Tensor borrow(float* data, const Shape& shape, Device device,
+                       std::function<void()> release);
 
   bool defined() const { return storage_ != nullptr; }
   const Shape& shape() const { return shape_; }

@@ -21,6 +21,7 @@ __all__ = [
     "Tensor",
     "tensor",
     "zeros",
+    "from_dlpack",
     "cuda_available",
     "set_num_threads",
     "get_num_threads",
@@ -57,6 +58,24 @@ def tensor(data, device: str = "cpu") -> Tensor:
 def zeros(shape, device: str = "cpu") -> Tensor:
     """A float32 tensor of zeros."""
     return _C.zeros([int(d) for d in shape], device)
+
+
+def from_dlpack(obj) -> Tensor:
+    """A Tensor sharing the memory of ``obj`` (no copy), through the DLPack protocol.
+
+    ``obj`` is any array that implements ``__dlpack__`` (a ``torch.Tensor``, a numpy array,
+    ...) or a DLPack capsule. It must be float32, C-contiguous and in CPU memory; otherwise this
+    raises ValueError (use :func:`tensor` for a converting copy). Writes through either side are
+    seen by the other. The other way round, ``torch.from_dlpack(t)`` and ``np.from_dlpack(t)``
+    share a nanocnn Tensor's memory.
+    """
+    if isinstance(obj, Tensor):
+        return obj
+    if hasattr(obj, "__dlpack__"):
+        if hasattr(obj, "detach") and getattr(obj, "requires_grad", False):
+            obj = obj.detach()  # torch refuses to export tensors that require grad
+        return _C.from_dlpack_capsule(obj.__dlpack__())
+    return _C.from_dlpack_capsule(obj)
 
 
 def cuda_available() -> bool:
