@@ -4,7 +4,7 @@
 // CMake gives them; gnu++17 as CMake uses by default; add -Wall -Wextra to see warnings):
 //   g++ -O3 -std=gnu++17 -fopenmp -Icsrc -c csrc/cpu/gemm_avx2.cpp -mavx2 -mfma -o /tmp/gemm_avx2.o
 //   g++ -O3 -std=gnu++17 -fopenmp -Icsrc -c csrc/cpu/gemm_avx512.cpp -mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx2 -mfma -o /tmp/gemm_avx512.o
-//   g++ -O3 -std=gnu++17 -fopenmp -Icsrc bench/lab/gemm_lab.cpp csrc/cpu/gemm.cpp csrc/core/parallel.cpp /tmp/gemm_avx2.o /tmp/gemm_avx512.o -o /tmp/gemm_lab
+//   g++ -O3 -std=gnu++17 -fopenmp -DNANOCNN_X86_SIMD -Icsrc bench/lab/gemm_lab.cpp csrc/cpu/gemm.cpp csrc/core/parallel.cpp /tmp/gemm_avx2.o /tmp/gemm_avx512.o -o /tmp/gemm_lab
 // Run:
 //   /tmp/gemm_lab            checks, then benchmarks (each timing a fraction of a second)
 //   /tmp/gemm_lab check      checks only

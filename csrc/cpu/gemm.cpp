@@ -277,6 +277,9 @@ const KernelSet kGenericKernels = {"generic", kGenericMR, kGenericNR, kGenericNR
 
 // ---- ISA selection ------------------------------------------------------------------------------
 
+// The SIMD kernel sets exist only in x86-64 builds (CMake compiles gemm_avx2.cpp and
+// gemm_avx512.cpp there and defines NANOCNN_X86_SIMD); elsewhere the generic set serves alone.
+#ifdef NANOCNN_X86_SIMD
 bool cpu_has_avx2() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -289,9 +292,18 @@ bool cpu_has_avx512() {
          __builtin_cpu_supports("avx512vl");
 }
 
+const KernelSet* avx2_kernels() { return &kAvx2Kernels; }
+const KernelSet* avx512_kernels() { return &kAvx512Kernels; }
+#else
+bool cpu_has_avx2() { return false; }
+bool cpu_has_avx512() { return false; }
+const KernelSet* avx2_kernels() { return nullptr; }
+const KernelSet* avx512_kernels() { return nullptr; }
+#endif
+
 const KernelSet* best_kernels() {
-  if (cpu_has_avx512()) return &kAvx512Kernels;
-  if (cpu_has_avx2()) return &kAvx2Kernels;
+  if (cpu_has_avx512()) return avx512_kernels();
+  if (cpu_has_avx2()) return avx2_kernels();
   return &kGenericKernels;
 }
 
@@ -573,10 +585,10 @@ void sgemm_set_isa(const char* name) {
   } else if (isa == "avx512") {
     NC_CHECK(cpu_has_avx512(), "sgemm_set_isa: this CPU does not support avx512 (needs AVX-512 "
              "F/DQ/BW/VL, AVX2 and FMA)");
-    ks = &kAvx512Kernels;
+    ks = avx512_kernels();
   } else if (isa == "avx2") {
     NC_CHECK(cpu_has_avx2(), "sgemm_set_isa: this CPU does not support avx2 (needs AVX2 and FMA)");
-    ks = &kAvx2Kernels;
+    ks = avx2_kernels();
   } else if (isa == "generic") {
     ks = &kGenericKernels;
   } else {

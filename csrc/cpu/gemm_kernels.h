@@ -76,7 +76,8 @@ struct KernelSet {
   const DotKernel* dot_table;
 };
 
-// Defined in gemm_avx512.cpp / gemm_avx2.cpp. Only call their kernels after checking the CPU.
+// Defined in gemm_avx512.cpp / gemm_avx2.cpp, which x86-64 builds only compile (NANOCNN_X86_SIMD).
+// Only call their kernels after checking the CPU.
 extern const KernelSet kAvx512Kernels;
 extern const KernelSet kAvx2Kernels;
 
