@@ -112,7 +112,7 @@ Tensor from_dlpack_capsule(const py::object& capsule) {
   Shape shape(v.shape, v.shape + v.ndim);
   for (int64_t d : shape) NC_CHECK(d >= 0, "from_dlpack: invalid shape ", shape_str(shape));
   numel_of(shape);  // raises if the size overflows
-  if (v.strides != nullptr) {
+  if (v.strides != nullptr && numel_of(shape) > 0) {
     int64_t expected = 1;
     for (int32_t i = v.ndim; i-- > 0;) {
       NC_CHECK(shape[i] == 1 || v.strides[i] == expected,
@@ -191,10 +191,18 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
       .def(
           "__array__",
           [](py::object self, py::object dtype, py::object copy) {
+            // NumPy 2's protocol: copy=True always copies, copy=False never does (ValueError
+            // where a dtype conversion would need one), None copies only to convert.
             py::array view = host_view(self, self.cast<const Tensor&>());
             py::module_ np = py::module_::import("numpy");
-            if (!dtype.is_none()) return py::array(np.attr("asarray")(view, dtype));
-            if (!copy.is_none() && copy.cast<bool>()) return py::array(view.attr("copy")());
+            const bool want_copy = !copy.is_none() && copy.cast<bool>();
+            const bool no_copy = !copy.is_none() && !copy.cast<bool>();
+            const bool converts =
+                !dtype.is_none() && !np.attr("dtype")(dtype).equal(py::dtype::of<float>());
+            NC_CHECK(!(no_copy && converts), "__array__: converting a float32 tensor to ",
+                     std::string(py::str(dtype)), " needs a copy, but copy=False");
+            if (converts || want_copy)
+              return py::array(np.attr("array")(view, dtype, py::arg("copy") = true));
             return view;
           },
           py::arg("dtype") = py::none(), py::arg("copy") = py::none())
@@ -254,6 +262,12 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
         return "nanocnn.Tensor(shape=" + shape_str(t.shape()) + ", device=\"" +
                t.device().str() + "\")";
       });
+
+  // Tensors come from nanocnn.tensor / zeros / ops; a bare Tensor.__new__ would hold no storage.
+  m.attr("Tensor").attr("__new__") = py::staticmethod(py::cpp_function(
+      [](py::args, py::kwargs) -> py::object {
+        throw TypeError("nanocnn.Tensor cannot be created directly; use nanocnn.tensor(array)");
+      }));
 
   m.def(
       "empty",

@@ -6,6 +6,7 @@
 #include "ops.h"
 
 #include <cmath>
+#include <initializer_list>
 
 #include "core/error.h"
 #include "cpu/kernels.h"
@@ -19,6 +20,16 @@ Algo parse_algo(const std::string& name) {
 }
 
 namespace {
+
+// Bound on every size, stride, padding and dilation: products of two such values (the index
+// arithmetic in the kernels) then fit in int64 with room to spare.
+constexpr int64_t kMaxExtent = int64_t(1) << 30;
+
+void check_extents(const char* op, std::initializer_list<int64_t> values) {
+  for (int64_t v : values)
+    NC_CHECK(v <= kMaxExtent, op, ": sizes, strides, padding and dilation must be <= 2^30, got ",
+             v);
+}
 
 void check_defined(const Tensor& t, const char* op, const char* arg) {
   NC_CHECK(t.defined(), op, ": ", arg, " is required");
@@ -62,6 +73,8 @@ Conv2dShape conv_shape(const char* op, const Tensor& x, const Tensor& w,
   check_nonempty(w, op, "w");
   NC_CHECK(x.size(1) == w.size(1), op, ": x has ", x.size(1), " channels but w expects ",
            w.size(1), " (x is ", shape_str(x.shape()), ", w is ", shape_str(w.shape()), ")");
+  check_extents(op, {x.size(2), x.size(3), w.size(2), w.size(3), g.stride_h, g.stride_w,
+                     g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, g.out_h, g.out_w});
   NC_CHECK(g.stride_h >= 1 && g.stride_w >= 1, op, ": stride must be >= 1, got (", g.stride_h,
            ", ", g.stride_w, ")");
   NC_CHECK(g.dilation_h >= 1 && g.dilation_w >= 1, op, ": dilation must be >= 1, got (",
@@ -78,6 +91,8 @@ Conv2dShape conv_shape(const char* op, const Tensor& x, const Tensor& w,
 Pool2dShape pool_shape(const char* op, const Tensor& x, const Pool2dGeometry& g) {
   check_rank(x, 4, op, "x", "(N, C, H, W)");
   check_nonempty(x, op, "x");
+  check_extents(op, {x.size(2), x.size(3), g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
+                     g.pad_top, g.pad_left, g.out_h, g.out_w});
   NC_CHECK(g.kernel_h >= 1 && g.kernel_w >= 1, op, ": kernel_size must be >= 1, got (",
            g.kernel_h, ", ", g.kernel_w, ")");
   NC_CHECK(g.stride_h >= 1 && g.stride_w >= 1, op, ": stride must be >= 1, got (", g.stride_h,

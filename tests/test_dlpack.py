@@ -108,3 +108,8 @@ def test_torch_tensor_requiring_grad_is_shared_detached():
     with torch.no_grad():
         t[0] = 5.0
     assert np.asarray(n)[0] == 5.0
+
+
+def test_empty_tensors_are_shared_whatever_their_strides():
+    assert nc.from_dlpack(torch.empty(3, 0)).shape == (3, 0)
+    assert nc.from_dlpack(np.empty((3, 0), np.float32)).shape == (3, 0)

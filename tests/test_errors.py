@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import nanocnn as nc
 import nanocnn.functional as F
 from helpers import assert_close, conv2d_magnitude, host, torch_conv2d
 
@@ -252,3 +253,33 @@ def test_softmax_cross_entropy_probability_labels_error_names_labels():
     probability labels should name it, not an internal `targets`."""
     with pytest.raises(ValueError, match=r"\blabels\b"):
         F.softmax_cross_entropy(LOGITS, np.zeros((4, 2), f32))
+
+
+# ---- regressions from review: each of these once crashed or misbehaved -------------------------
+
+
+def test_bare_tensor_new_is_refused_instead_of_crashing():
+    with pytest.raises(TypeError, match="nanocnn.tensor"):
+        nc.Tensor.__new__(nc.Tensor)
+
+
+def test_native_pool_geometry_that_would_overflow_is_refused():
+    s = (2**64 + 2) // 3  # 3 * s wraps around in int64
+    x = nc.tensor(np.ones((1, 1, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="2\\^30"):
+        nc._C.max_pool2d(x, [2, 2], [s, 1], [0, 0], [4, 3], "fast")
+
+
+def test_huge_stride_is_a_clear_value_error():
+    with pytest.raises(ValueError, match="stride"):
+        F.conv2d(np.ones((1, 1, 4, 4), np.float32), np.ones((1, 1, 2, 2), np.float32), stride=2**70)
+
+
+def test_array_protocol_copies_when_asked_and_refuses_a_forbidden_copy():
+    t = nc.tensor(np.zeros(4, np.float32))
+    copied = np.array(t, dtype=np.float32)  # numpy passes copy=True
+    copied[0] = 1.0
+    assert np.asarray(t)[0] == 0.0
+    assert np.shares_memory(np.asarray(t), t.numpy())
+    with pytest.raises(ValueError, match="copy=False"):
+        np.asarray(t, dtype=np.float64, copy=False)

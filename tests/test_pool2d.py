@@ -218,3 +218,17 @@ def test_max_pool2d_ceil_mode_matches_torch(h, w, k, s, p, algo, rng):
 def test_max_pool2d_ceil_mode_must_be_bool():
     with pytest.raises(TypeError, match="ceil_mode"):
         F.max_pool2d(np.zeros((1, 1, 4, 4), np.float32), 2, ceil_mode="yes")
+
+
+@pytest.mark.parametrize("h,k,s", [(3, 4, 2), (5, 6, 3), (2, 3, 1)])
+def test_max_pool2d_ceil_mode_kernel_larger_than_input_matches_torch(h, k, s, rng):
+    x = rng.standard_normal((1, 2, h, h), dtype=np.float32)
+    expected = TF.max_pool2d(torch.tensor(x), k, s, k // 2, ceil_mode=True)
+    assert_close(F.max_pool2d(x, k, s, k // 2, ceil_mode=True), expected, "max_pool2d")
+
+
+def test_max_pool2d_ceil_mode_with_valid_padding_rounds_up():
+    x = np.arange(25, dtype=np.float32).reshape(1, 1, 5, 5)
+    assert F.max_pool2d(x, 2, padding="valid", ceil_mode=True).shape == (1, 1, 3, 3)
+    with pytest.raises(ValueError, match="ceil_mode"):
+        F.max_pool2d(x, 2, padding="same", ceil_mode=True)

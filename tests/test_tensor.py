@@ -191,7 +191,7 @@ def test_set_num_threads_below_one_raises_value_error(n, threads):
 
 def test_set_num_threads_absurdly_large_raises_value_error(threads):
     before = nc.get_num_threads()
-    with pytest.raises(ValueError, match="n must be <= 65536"):
+    with pytest.raises(ValueError, match="n must be <= 1024"):
         nc.set_num_threads(10**12)
     assert nc.get_num_threads() == before
 
@@ -234,3 +234,11 @@ def test_reused_block_does_not_leak_into_a_differently_sized_tensor():
     b = nc.zeros([(1 << 18) + 4096])  # another page count: not the cached block
     assert not np.asarray(b).any()
     nc.empty_cache()
+
+
+def test_tensor_copies_torch_tensors_that_require_grad_and_zeros_takes_an_int():
+    t = nc.tensor(torch.ones(2, requires_grad=True))
+    assert np.asarray(t).tolist() == [1.0, 1.0]
+    assert nc.zeros(3).shape == (3,)
+    with pytest.raises(TypeError, match="shape"):
+        nc.zeros((2.7,))

@@ -41,6 +41,8 @@ def tensor(data, device: str = "cpu") -> Tensor:
     """
     if not isinstance(device, str):
         raise TypeError(f"device must be a string such as \"cpu\", got {type(device).__name__}")
+    if hasattr(data, "detach") and hasattr(data, "cpu"):  # a torch.Tensor, perhaps on a GPU
+        data = data.detach().cpu()
     if isinstance(data, Tensor):
         copy = _C.empty(list(data.shape), data.device)
         np.copyto(copy.numpy(), data.numpy())
@@ -56,8 +58,11 @@ def tensor(data, device: str = "cpu") -> Tensor:
 
 
 def zeros(shape, device: str = "cpu") -> Tensor:
-    """A float32 tensor of zeros."""
-    return _C.zeros([int(d) for d in shape], device)
+    """A float32 tensor of zeros; ``shape`` is an int or a sequence of ints."""
+    dims = [shape] if isinstance(shape, (int, np.integer)) else list(shape)
+    if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
+        raise TypeError(f"zeros: shape must be an int or a sequence of ints, got {shape!r}")
+    return _C.zeros([int(d) for d in dims], device)
 
 
 def from_dlpack(obj) -> Tensor:
@@ -88,7 +93,9 @@ def empty_cache() -> None:
 
     Freed tensors of 256 KiB or more are kept (up to 1 GiB in all) and handed out again for the
     next tensor of the same size, which spares a training step the page faults of fresh memory.
-    Call this after a large one-off computation to give that memory back.
+    Call this after a large one-off computation to give that memory back. Not released: each
+    thread's scratch buffers (im2col columns, GEMM packing), which keep the largest size a
+    kernel has needed so far.
     """
     _C.release_host_cache()
 
@@ -103,8 +110,8 @@ def set_num_threads(n: int) -> None:
         raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    if n > 65536:
-        raise ValueError(f"set_num_threads: n must be <= 65536, got {n}")
+    if n > 1024:  # past the OS's limits, OpenMP exits the process instead of raising
+        raise ValueError(f"set_num_threads: n must be <= 1024, got {n}")
     _C.set_num_threads(int(n))
 
 

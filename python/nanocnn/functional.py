@@ -83,6 +83,8 @@ def _pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    if max(pair) > 2**30:
+        raise ValueError(f"{op}: {name} must be <= 2**30, got {value!r}")
     return pair
 
 
@@ -227,13 +229,15 @@ class _Pool2dGeometry:
             _out_size(spatial[i], pads[i][0], pads[i][1], self.kernel[i], self.stride[i], 1)
             for i in range(2)
         )
-        if ceil_mode and not isinstance(padding, str):
+        if ceil_mode and isinstance(padding, str) and padding.lower() == "same":
+            raise ValueError(f"{op}: ceil_mode applies to numeric padding, not \"same\"")
+        if ceil_mode:
             # PyTorch's rule: round the window count up, but the last window must start inside
             # the input or its left/top padding.
             out = []
             for i in range(2):
                 span = spatial[i] + 2 * pads[i][0] - self.kernel[i]
-                n = -(-span // self.stride[i]) + 1 if span >= 0 else 0
+                n = -(-span // self.stride[i]) + 1
                 if n > 0 and (n - 1) * self.stride[i] >= spatial[i] + pads[i][0]:
                     n -= 1
                 out.append(n)
