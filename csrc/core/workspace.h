@@ -10,10 +10,15 @@
 
 namespace nanocnn {
 
+// The slots, one per use, so that buffers a kernel holds at the same time never collide.
+enum ScratchSlot : int {
+  kScratchColumns = 0,         // conv2d: im2col columns of one image
+  kScratchWeightPartials = 1,  // conv2d backward: per-chunk partial weight gradients
+  kScratchColumnGrads = 2,     // conv2d backward: gradient of the columns before col2im
+  kScratchSlots = 4,
+};
+
 // A 64-byte-aligned buffer of at least `count` floats, owned by the calling thread.
-// Slots: 0 and 1 are free for any kernel; a kernel must not hold a slot across a call into
-// another kernel that may use the same slot.
 float* thread_scratch(int slot, size_t count);
-constexpr int kScratchSlots = 4;
 
 }  // namespace nanocnn

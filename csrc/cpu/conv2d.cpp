@@ -106,14 +106,14 @@ void col2im(const Conv2dShape& sh, const float* dcol, int64_t ld, float* dx_n) {
 }
 
 // The columns of image n, (C*R*S, P*Q) with row stride *ld: x_n itself for a pointwise conv,
-// else im2col into scratch slot 0.
+// else im2col into its scratch buffer.
 const float* columns(const Conv2dShape& sh, const float* x_n, int64_t* ld) {
   if (is_pointwise(sh)) {
     *ld = sh.H * sh.W;
     return x_n;
   }
   *ld = col_stride(sh);
-  float* col = thread_scratch(0, sh.C * sh.R * sh.S * *ld);
+  float* col = thread_scratch(kScratchColumns, sh.C * sh.R * sh.S * *ld);
   im2col(sh, x_n, col, *ld);
   return col;
 }
@@ -157,7 +157,7 @@ void conv2d_backward(const Conv2dShape& sh, const float* dy, const float* x, con
   const int64_t KCRS = sh.K * CRS;
   const int64_t chunks = std::min(sh.N, kWeightChunks);
   // Chunk j's partial dw lives at partial + j*KCRS; chunk 0 writes straight into dw.
-  float* partial = chunks > 1 ? thread_scratch(1, (chunks - 1) * KCRS) : nullptr;
+  float* partial = chunks > 1 ? thread_scratch(kScratchWeightPartials, (chunks - 1) * KCRS) : nullptr;
   auto dw_of_chunk = [&](int64_t j) { return j == 0 ? dw : partial + (j - 1) * KCRS; };
 
   auto run_chunk = [&](int64_t j) {
@@ -175,7 +175,7 @@ void conv2d_backward(const Conv2dShape& sh, const float* dy, const float* x, con
         sgemm(true, false, CRS, PQ, sh.K, 1.f, w, CRS, dy_n, PQ, 0.f, dx + n * CHW, PQ);
       } else {
         const int64_t dld = col_stride(sh);
-        float* dcol = thread_scratch(2, CRS * dld);
+        float* dcol = thread_scratch(kScratchColumnGrads, CRS * dld);
         // dcol (CRS, PQ) = w^T (CRS, K) @ dy_n (K, PQ)
         sgemm(true, false, CRS, PQ, sh.K, 1.f, w, CRS, dy_n, PQ, 0.f, dcol, dld);
         col2im(sh, dcol, dld, dx + n * CHW);

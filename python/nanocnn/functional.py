@@ -350,17 +350,15 @@ def linear_backward(dy, x, w, *, algo: str = "fast"):
 # ---- fused losses -------------------------------------------------------------------------------
 
 
-def _class_ids(op: str, labels, n: int) -> np.ndarray:
+def _class_ids(op: str, labels) -> np.ndarray:
     array = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels)
     if array.dtype.kind in "iu":
         return array.astype(np.int64, copy=False)
     if array.dtype.kind == "f":
-        if not np.all(np.isfinite(array)) or not np.array_equal(np.round(array), array):
-            raise TypeError(
-                f"{op}: labels must be integer class ids, got non-integer values of dtype {array.dtype}"
-            )
-        ids = array.astype(np.int64)
-        if not np.array_equal(ids, array):
+        # Non-finite values are refused before the cast (which would warn on them); the cast
+        # round-trip then catches fractions and values outside int64.
+        ids = array.astype(np.int64) if np.all(np.isfinite(array)) else None
+        if ids is None or not np.array_equal(ids, array):
             raise TypeError(
                 f"{op}: labels must be integer class ids, got non-integer values of dtype {array.dtype}"
             )
@@ -394,7 +392,7 @@ def softmax_cross_entropy(logits, labels, *, algo: str = "fast"):
             f"{op}: labels must be (N,) class ids or (N, C) probabilities, got shape {tuple(shape)} "
             f"for logits {logits.shape}"
         )
-    return _C.softmax_cross_entropy(logits, _class_ids(op, labels, logits.shape[0]), algo)
+    return _C.softmax_cross_entropy(logits, _class_ids(op, labels), algo)
 
 
 def sigmoid_binary_cross_entropy(logits, targets, *, algo: str = "fast"):
