@@ -27,6 +27,8 @@ __all__ = [
     "get_num_threads",
     "empty_cache",
     "functional",
+    "data",
+    "datasets",
     "__version__",
 ]
 
@@ -121,3 +123,4 @@ def get_num_threads() -> int:
 
 
 from . import functional  # noqa: E402  (needs tensor() above)
+from . import data, datasets  # noqa: E402
