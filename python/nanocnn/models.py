@@ -186,7 +186,8 @@ class _ArrayBatches:
         self.batch_size, self.shuffle, self.rng = batch_size, shuffle, rng
         self.n = x.shape[0]
 
-    def __len__(self):
+    @property
+    def steps(self) -> int:
         return math.ceil(self.n / self.batch_size)
 
     def epoch(self):
@@ -214,9 +215,6 @@ class _IteratorBatches:
         self.steps = steps if steps is not None else (len(source) if hasattr(source, "__len__")
                                                       else None)
         self._iterator = None
-
-    def __len__(self):
-        return self.steps
 
     def epoch(self):
         source = self.source
@@ -319,6 +317,10 @@ class Sequential:
                                  f"got it on {layer.name!r}")
             if self._input_shape is None:
                 self._input_shape = layer.input_shape_arg
+        if self.built and layer.data_format_arg not in (None, self.data_format):
+            raise ValueError(f"Sequential.add: all layers of a model must use one data_format; "
+                             f"the model uses {self.data_format}, layer {layer.name!r} asks for "
+                             f"{layer.data_format_arg}")
         self.layers.append(layer)
         self._plan = None
         if self.built:
@@ -492,7 +494,11 @@ class Sequential:
         """The array of a batch or data set, checked against the model's input shape."""
         if isinstance(x, (str, bytes)) or x is None:
             raise TypeError(f"{owner}: x must be an array of shape (N, ...), got {x!r}")
-        x = np.asarray(x)
+        try:
+            x = np.asarray(x)
+        except ValueError as err:
+            raise ValueError(f"{owner}: x must be an array of shape (N, ...) (a list of (x, y) "
+                             f"batches goes in iter(...)): {err}") from None
         if x.dtype.kind not in "fiu":
             raise TypeError(f"{owner}: x must hold numbers (float32 or uint8 images), got dtype "
                             f"{x.dtype}")
@@ -674,7 +680,7 @@ class Sequential:
         if val is None and validation_data is not None:
             val = self._batches(validation_data[0], validation_data[1], batch_size, False, None,
                                 None, "fit (validation_data)")
-        steps = len(train) if steps_per_epoch is None else steps_per_epoch
+        steps = train.steps if steps_per_epoch is None else steps_per_epoch
         if isinstance(train, _ArrayBatches) and steps_per_epoch is not None:
             raise ValueError("fit: steps_per_epoch applies to iterator inputs; with arrays the "
                              "epoch is all of x")
@@ -766,7 +772,7 @@ class Sequential:
         batch_size = _positive_int(owner, "batch_size", 32 if batch_size is None else batch_size)
         steps = _positive_int(owner, "steps", steps, True)
         batches = self._batches(x, y, batch_size, False, None, steps, owner)
-        progress = _Progress(verbose, "Evaluate", len(batches) if steps is None else steps)
+        progress = _Progress(verbose, "Evaluate", batches.steps if steps is None else steps)
         logs = self._logs(self._run_test(batches, progress))
         progress.close(logs, 0)
         if return_dict:
@@ -783,7 +789,7 @@ class Sequential:
         batch_size = _positive_int(owner, "batch_size", 32 if batch_size is None else batch_size)
         steps = _positive_int(owner, "steps", steps, True)
         batches = self._batches(x, None, batch_size, False, None, steps, owner, with_targets=False)
-        progress = _Progress(verbose, "Predict", len(batches) if steps is None else steps)
+        progress = _Progress(verbose, "Predict", batches.steps if steps is None else steps)
         outputs = []
         images = 0
         for xt, _, n in batches.epoch():
