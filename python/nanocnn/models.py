@@ -24,7 +24,6 @@ the model's device), which suits benchmarks and GPU-resident data.
 """
 from __future__ import annotations
 
-import json
 import math
 import signal
 import sys
