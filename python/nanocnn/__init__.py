@@ -6,7 +6,14 @@
     x = nc.tensor(images)                 # float32 copy, NCHW
     y = F.relu(F.conv2d(x, w, b, padding="same"))
 
-See README.md for the overview and nanocnn.functional for the ops.
+    model = nc.Sequential([nc.layers.Conv2D(16, 3, activation="relu", input_shape=(32, 32, 3)),
+                           nc.layers.MaxPooling2D(2), nc.layers.Flatten(),
+                           nc.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=5)   # images channels-last (N, H, W, C), like Keras
+
+See README.md for the overview, nanocnn.functional for the ops and nanocnn.models for the
+Keras-style model.
 """
 from __future__ import annotations
 
@@ -29,6 +36,15 @@ __all__ = [
     "functional",
     "data",
     "datasets",
+    "layers",
+    "losses",
+    "optimizers",
+    "initializers",
+    "callbacks",
+    "models",
+    "Sequential",
+    "load_model",
+    "set_random_seed",
     "__version__",
 ]
 
@@ -124,3 +140,8 @@ def get_num_threads() -> int:
 
 from . import functional  # noqa: E402  (needs tensor() above)
 from . import data, datasets  # noqa: E402
+from . import callbacks, initializers, layers, losses, optimizers  # noqa: E402
+from . import models  # noqa: E402
+from .initializers import set_random_seed  # noqa: E402
+from .models import Sequential  # noqa: E402
+from .saving import load_model  # noqa: E402
