@@ -28,8 +28,8 @@
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
 
-#define NC_STRINGIFY_(x) #x
-#define NC_STRINGIFY(x) NC_STRINGIFY_(x)
+#define NC_STRINGIFY_(...) #__VA_ARGS__
+#define NC_STRINGIFY(...) NC_STRINGIFY_(__VA_ARGS__)  // the list holds commas
 #ifdef __CUDA_ARCH_LIST__
 #define NC_COMPILED_ARCHS NC_STRINGIFY(__CUDA_ARCH_LIST__)  // e.g. "750,800,900,1000,1200"
 #else
