@@ -412,7 +412,7 @@ def linear_backward(dy, x, w, *, algo: str = "fast"):
 
 
 def _class_ids(op: str, labels) -> np.ndarray:
-    array = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels)
+    array = np.asarray(labels)  # a GPU Tensor comes down as a copy; a CPU one as a view
     if array.dtype.kind in "iu":
         return array.astype(np.int64, copy=False)
     if array.dtype.kind == "f":
