@@ -140,10 +140,20 @@ Tensor from_dlpack_capsule(const py::object& capsule) {
            "from_dlpack: the data is not aligned for float32");
   // Ownership moves to nanocnn: mark the capsule used, release through the producer's deleter.
   if (PyCapsule_SetName(cap, dlpack::kUsedCapsuleName) != 0) throw py::error_already_set();
-  return Tensor::borrow(data, shape, device, [managed]() {
+  return Tensor::borrow(data, shape, device, [managed, device]() {
     if (managed->deleter == nullptr) return;
     // Producers such as NumPy release a Python object here: hold the GIL while they do.
     if (Py_IsInitialized()) {
+      if (device.is_cuda()) {
+        // nanocnn's kernels on this memory may still be queued on the legacy default stream, and
+        // the producer may reuse the memory at once on a stream of its own (torch's side streams
+        // are non-blocking, so not ordered after ours): let those kernels finish first. A failed
+        // kernel is reported by the next op; a destructor must not throw.
+        try {
+          synchronize(device);
+        } catch (...) {
+        }
+      }
       py::gil_scoped_acquire gil;
       managed->deleter(managed);
     }
