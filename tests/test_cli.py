@@ -96,6 +96,13 @@ def test_train_and_predict_on_an_image_folder(capsys, tmp_path, rng):
                           "--epochs", "8", "--batch-size", "8", "--output", str(out), "--quiet")
     assert code == 0 and out.is_file(), stdout
     assert "test accuracy" in stdout
+    # The same --seed trains the same model (initial weights, shuffling and the split repeat).
+    again = tmp_path / "again.safetensors"
+    code, _, _ = run(capsys, "train", "--data-dir", str(root), "--image-size", "16",
+                     "--epochs", "8", "--batch-size", "8", "--output", str(again), "--quiet")
+    assert code == 0
+    first, second = nc.load_model(str(out)).get_weights(), nc.load_model(str(again)).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
     code, stdout, _ = run(capsys, "predict", str(out), str(root / "red" / "0.png"),
                           str(root / "blue" / "3.png"))
     assert code == 0

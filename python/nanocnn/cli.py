@@ -177,7 +177,7 @@ def train(args) -> int:
         print("nanocnn train: this build has no model API (nanocnn.Sequential)", file=sys.stderr)
         return 1
 
-    np.random.seed(args.seed)
+    nc.set_random_seed(args.seed)  # initial weights and shuffling repeat from run to run
     (x_train, y_train), (x_test, y_test), class_names = load_training_data(args)
     rescale = 1.0 / 255.0
     x_train = x_train.astype(np.float32) * np.float32(rescale)
