@@ -17,7 +17,6 @@ import argparse
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 
 _NEEDS_TORCH = ('nanocnn bench compares with PyTorch, which is not installed here; install it '
@@ -60,13 +59,16 @@ def parse_args(argv):
     p.add_argument("--device", choices=("cpu", "cuda", "all"), default="all",
                    help="where to run (default: the CPU, and the GPU when nanocnn and PyTorch "
                         "can both use one)")
+    default_threads = ",".join(str(t) for t in sorted({1, cores}))
     p.add_argument("--threads", type=_ints, default=None,
-                   help=f"CPU thread counts, comma-separated (default: 1,{cores}; quick: {cores})"
-                   .replace(f"1,1;", "1;"))
+                   help=f"CPU thread counts, comma-separated (default: {default_threads}; "
+                        f"quick: {cores})")
     p.add_argument("--batches", type=_ints, default=(1, 32, 256),
-                   help="batch sizes of the op benchmark (default 1,32,256)")
+                   help="batch sizes of the op benchmark (default 1,32,256; --quick has its "
+                        "own)")
     p.add_argument("--train-batches", type=_ints, default=(32, 256),
-                   help="batch sizes of the end-to-end benchmark (default 32,256)")
+                   help="batch sizes of the end-to-end benchmark (default 32,256; --quick has "
+                        "its own)")
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds per measurement, at least (default 0.2; quick 0.02)")
     p.add_argument("--min-reps", type=int, default=None,
@@ -201,11 +203,6 @@ def main(argv=None) -> int:
 
     from . import report
     from .timing import MismatchError
-
-    # PyTorch warns that "same" padding with an even kernel (the CIFAR network's 2x2) makes it
-    # pad a copy of the input. That copy is part of what it costs, and is timed; the warning is
-    # noise in the table.
-    warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
 
     devices = ["cpu"]
     gpu_ready = nc.cuda_available() and torch.cuda.is_available()

@@ -21,6 +21,7 @@ memory-bound op can exceed the copy bandwidth of main memory (fraction > 1).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +30,7 @@ import nanocnn as nc
 import nanocnn.functional as F
 
 from . import networks
-from .timing import (MismatchError, check_close, set_tf32, time_cpu, time_gpu_nanocnn,
+from .timing import (MismatchError, check_close, quiet_padding_warning, set_tf32, time_cpu, time_gpu_nanocnn,
                      time_gpu_torch)
 
 
@@ -152,7 +153,7 @@ def _loss_parts(max_logit: float):
     difference of terms as large as the largest logit, as in tests/conftest.py), the gradient
     element-wise at its own magnitude."""
     def compare(r_n, r_t):
-        loss_t = float(r_t[0])
+        loss_t = float(r_t[0].detach())
         return [("loss", [r_n[0]], [r_t[0]], max(abs(loss_t), 1.0) * (1.0 + max_logit)),
                 ("dlogits", [r_n[1]], [r_t[1]], None)]
     return compare
@@ -271,7 +272,7 @@ def build_rows(case: Case, device: str, rng: np.random.Generator) -> list[Row]:
             return loss, grad
 
         rows.append(Row("fwd+bwd", lambda: F.softmax_cross_entropy(xn, labels),
-                        {"nchw": torch_fused}, _loss_parts(float(xt.abs().max())),
+                        {"nchw": torch_fused}, _loss_parts(float(xt.detach().abs().max())),
                         bytes=8.0 * n * classes + 8.0 * n,
                         tol=_tol("softmax_cross_entropy", device)))
     elif case.op == "sigmoid_bce":
@@ -286,7 +287,7 @@ def build_rows(case: Case, device: str, rng: np.random.Generator) -> list[Row]:
             return loss, grad
 
         rows.append(Row("fwd+bwd", lambda: F.sigmoid_binary_cross_entropy(xn, tn),
-                        {"nchw": torch_fused}, _loss_parts(float(xt.abs().max())),
+                        {"nchw": torch_fused}, _loss_parts(float(xt.detach().abs().max())),
                         bytes=12.0 * int(np.prod(a["x"])), tol=_tol("sigmoid_bce", device)))
     else:
         raise ValueError(f"unknown op {case.op!r}")
@@ -378,20 +379,26 @@ def run(config, peak: dict, cases=None, log=print) -> dict:
     rng = np.random.default_rng(0)
     rows, skipped = [], []
     budget = available_bytes(config.device) // 2
-    for case in cases:
-        # Each float lives in nanocnn, PyTorch NCHW and PyTorch channels-last, with gradients.
-        need = 4 * 4 * case.elements()
-        if need > budget:
-            skipped.append({"suite": case.suite, "batch": case.batch, "name": case.name,
-                            "reason": f"needs ~{need / 2**30:.1f} GiB, "
-                                      f"{budget / 2**30:.1f} GiB allowed"})
-            log(f"skipped {case.suite} b{case.batch} {case.name}: {skipped[-1]['reason']}")
-            continue
-        for row in build_rows(case, config.device, rng):
-            result = measure_row(case, row, config, peak)
-            rows.append(result)
-            log(result)
+    with warnings.catch_warnings():
+        quiet_padding_warning()
+        for case in cases:
+            _run_case(case, config, peak, rng, budget, rows, skipped, log)
     return {"rows": rows, "skipped": skipped}
+
+
+def _run_case(case, config, peak, rng, budget, rows, skipped, log) -> None:
+    # Each float lives in nanocnn, PyTorch NCHW and PyTorch channels-last, with gradients.
+    need = 4 * 4 * case.elements()
+    if need > budget:
+        skipped.append({"suite": case.suite, "batch": case.batch, "name": case.name,
+                        "reason": f"needs ~{need / 2**30:.1f} GiB, "
+                                  f"{budget / 2**30:.1f} GiB allowed"})
+        log(f"skipped {case.suite} b{case.batch} {case.name}: {skipped[-1]['reason']}")
+        return
+    for row in build_rows(case, config.device, rng):
+        result = measure_row(case, row, config, peak)
+        rows.append(result)
+        log(result)
 
 
 __all__ = ["Case", "Row", "MismatchError", "network_cases", "conv3x3_cases", "default_cases",

@@ -115,6 +115,15 @@ def time_gpu_nanocnn(fn, min_time: float, min_reps: int, warmup: int = 3) -> Tim
     return _timing(times, group)
 
 
+def quiet_padding_warning() -> None:
+    """Silences PyTorch's warning that "same" padding with an even kernel (the CIFAR network's
+    2x2) makes it pad a copy of the input: that copy is part of its cost and is timed; the
+    warning is only noise in the table. Call inside warnings.catch_warnings()."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
+
+
 def set_tf32(enabled: bool) -> None:
     """Lets PyTorch use TF32 on the GPU for matmuls and cuDNN convolutions (on), or not (off:
     true FP32, what nanocnn computes). PyTorch's own defaults differ between the two."""

@@ -17,6 +17,7 @@ change every step, as in real training).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ import numpy as np
 import nanocnn as nc
 
 from . import networks
-from .timing import (MismatchError, check_close, set_tf32, time_cpu, time_gpu_nanocnn,
+from .timing import (MismatchError, check_close, quiet_padding_warning, set_tf32, time_cpu, time_gpu_nanocnn,
                      time_gpu_torch)
 
 LEARNING_RATE = 0.01
@@ -181,10 +182,6 @@ def _activation_floats(net: networks.Net) -> int:
 def run(config, cases=None, log=print) -> dict:
     """Times every case at config.device (with whatever thread count is set); returns
     {"rows", "skipped"}. Raises MismatchError if the libraries disagree."""
-    import torch
-
-    from .ops import available_bytes
-
     if not hasattr(nc, "Sequential"):
         raise RuntimeError("the end-to-end benchmark needs nanocnn's model API (nc.Sequential), "
                            "which this build of nanocnn does not have")
@@ -196,56 +193,66 @@ def run(config, cases=None, log=print) -> dict:
     threads = None if on_gpu else nc.get_num_threads()
     rng = np.random.default_rng(0)
     rows, skipped = [], []
-    for case in cases:
-        net, batch = case.net, case.batch
-        # Activations and their gradients, for 3 models (nanocnn, PyTorch in 2 layouts).
-        need = 3 * 3 * 4 * batch * _activation_floats(net)
-        if need > available_bytes(config.device) // 2:
-            skipped.append({"network": net.name, "batch": batch,
-                            "reason": f"needs ~{need / 2**30:.1f} GiB"})
-            log(f"skipped {net.name} batch {batch}: {skipped[-1]['reason']}")
-            continue
-        torch.manual_seed(0)
-        weights = [p.detach().numpy().copy() for p in torch_model(net).parameters()]
-        if on_gpu:
-            set_tf32(False)
-        runners = {layout: TorchRunner(net, weights, config.device, layout)
-                   for layout in ("nchw", "channels_last")}
-        model = nanocnn_model(net, config.device)
-        model.set_weights(weights)
-        x, y = make_batch(net, batch, rng)
-        max_diff = check_models(f"{net.name} b{batch}", model, runners, x, y)
-        for what, nc_fn, torch_fn in (
-                ("train", lambda: model.train_on_batch(x, y), lambda r: r.train_on_batch(x, y)),
-                ("inference", lambda: model.predict_on_batch(x),
-                 lambda r: r.predict_on_batch(x))):
-            t_nc = timer_nc(nc_fn, config.min_time, config.min_reps)
-            t_torch = {layout: timer_torch(lambda r=r: torch_fn(r), config.min_time,
-                                           config.min_reps)
-                       for layout, r in runners.items()}
-            t_tf32 = None
-            if on_gpu:
-                set_tf32(True)
-                t_tf32 = min(timer_torch(lambda r=r: torch_fn(r), config.min_time,
-                                         config.min_reps).seconds for r in runners.values())
-                set_tf32(False)
-            layout = min(t_torch, key=lambda k: t_torch[k].seconds)
-            torch_s = t_torch[layout].seconds
-            row = {"network": net.name, "batch": batch, "threads": threads, "what": what,
-                   "parameters": networks.parameter_count(net),
-                   "nanocnn_s": t_nc.seconds, "torch_s": torch_s, "torch_layout": layout,
-                   "torch_nchw_s": t_torch["nchw"].seconds,
-                   "torch_channels_last_s": t_torch["channels_last"].seconds,
-                   "torch_tf32_s": t_tf32,
-                   "nanocnn_images_per_s": batch / t_nc.seconds,
-                   "torch_images_per_s": batch / torch_s, "ratio": torch_s / t_nc.seconds,
-                   "nanocnn_reps": t_nc.reps, "torch_reps": t_torch[layout].reps,
-                   "nanocnn_spread": t_nc.spread, "torch_spread": t_torch[layout].spread,
-                   "max_abs_diff": max_diff}
-            rows.append(row)
-            log(row)
+    with warnings.catch_warnings():
+        quiet_padding_warning()
+        for case in cases:
+            _run_case(case, config, timer_nc, timer_torch, threads, rng, rows, skipped, log)
     return {"rows": rows, "skipped": skipped}
 
+
+def _run_case(case, config, timer_nc, timer_torch, threads, rng, rows, skipped, log) -> None:
+    import torch
+
+    from .ops import available_bytes
+
+    on_gpu = config.device != "cpu"
+    net, batch = case.net, case.batch
+    # Activations and their gradients, for 3 models (nanocnn, PyTorch in 2 layouts).
+    need = 3 * 3 * 4 * batch * _activation_floats(net)
+    if need > available_bytes(config.device) // 2:
+        skipped.append({"network": net.name, "batch": batch,
+                        "reason": f"needs ~{need / 2**30:.1f} GiB"})
+        log(f"skipped {net.name} batch {batch}: {skipped[-1]['reason']}")
+        return
+    torch.manual_seed(0)
+    weights = [p.detach().numpy().copy() for p in torch_model(net).parameters()]
+    if on_gpu:
+        set_tf32(False)
+    runners = {layout: TorchRunner(net, weights, config.device, layout)
+               for layout in ("nchw", "channels_last")}
+    model = nanocnn_model(net, config.device)
+    model.set_weights(weights)
+    x, y = make_batch(net, batch, rng)
+    max_diff = check_models(f"{net.name} b{batch}", model, runners, x, y)
+    for what, nc_fn, torch_fn in (
+            ("train", lambda: model.train_on_batch(x, y), lambda r: r.train_on_batch(x, y)),
+            ("inference", lambda: model.predict_on_batch(x),
+             lambda r: r.predict_on_batch(x))):
+        t_nc = timer_nc(nc_fn, config.min_time, config.min_reps)
+        t_torch = {layout: timer_torch(lambda r=r: torch_fn(r), config.min_time,
+                                       config.min_reps)
+                   for layout, r in runners.items()}
+        t_tf32 = None
+        if on_gpu:
+            set_tf32(True)
+            t_tf32 = min(timer_torch(lambda r=r: torch_fn(r), config.min_time,
+                                     config.min_reps).seconds for r in runners.values())
+            set_tf32(False)
+        layout = min(t_torch, key=lambda k: t_torch[k].seconds)
+        torch_s = t_torch[layout].seconds
+        row = {"network": net.name, "batch": batch, "threads": threads, "what": what,
+               "parameters": networks.parameter_count(net),
+               "nanocnn_s": t_nc.seconds, "torch_s": torch_s, "torch_layout": layout,
+               "torch_nchw_s": t_torch["nchw"].seconds,
+               "torch_channels_last_s": t_torch["channels_last"].seconds,
+               "torch_tf32_s": t_tf32,
+               "nanocnn_images_per_s": batch / t_nc.seconds,
+               "torch_images_per_s": batch / torch_s, "ratio": torch_s / t_nc.seconds,
+               "nanocnn_reps": t_nc.reps, "torch_reps": t_torch[layout].reps,
+               "nanocnn_spread": t_nc.spread, "torch_spread": t_torch[layout].spread,
+               "max_abs_diff": max_diff}
+        rows.append(row)
+        log(row)
 
 
 __all__ = ["torch_model", "nanocnn_model", "TorchRunner", "check_models", "run",
