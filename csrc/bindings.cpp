@@ -448,4 +448,105 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
         return std::make_tuple(r.loss, r.dlogits);
       },
       py::arg("logits"), py::arg("targets"), py::arg("algo") = "fast");
+
+  // ---- more activations, dropout, metrics --------------------------------------------------
+  using UnaryOp = Tensor (*)(const Tensor&, Algo);
+  using BinaryOp = Tensor (*)(const Tensor&, const Tensor&, Algo);
+  const std::pair<const char*, UnaryOp> unary_ops[] = {{"sigmoid", &sigmoid},
+                                                       {"softmax", &softmax}};
+  for (const auto& [name, op] : unary_ops) {
+    m.def(
+        name,
+        [op = op](const Tensor& x, const std::string& algo) {
+          const Algo a = parse_algo(algo);
+          py::gil_scoped_release release;
+          return op(x, a);
+        },
+        py::arg("x"), py::arg("algo") = "fast");
+  }
+  const std::tuple<const char*, BinaryOp, const char*, const char*> binary_ops[] = {
+      {"sigmoid_backward", &sigmoid_backward, "dy", "y"},
+      {"softmax_backward", &softmax_backward, "dy", "y"},
+      {"mul", &mul, "a", "b"}};
+  for (const auto& [name, op, a_name, b_name] : binary_ops) {
+    m.def(
+        name,
+        [op = op](const Tensor& a, const Tensor& b, const std::string& algo) {
+          const Algo al = parse_algo(algo);
+          py::gil_scoped_release release;
+          return op(a, b, al);
+        },
+        py::arg(a_name), py::arg(b_name), py::arg("algo") = "fast");
+  }
+  m.def(
+      "dropout_mask",
+      [](const Shape& shape, double rate, uint64_t seed, const std::string& device,
+         const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        const Device d = Device::parse(device);
+        py::gil_scoped_release release;
+        return dropout_mask(shape, rate, seed, d, a);
+      },
+      py::arg("shape"), py::arg("rate"), py::arg("seed"), py::arg("device") = "cpu",
+      py::arg("algo") = "fast");
+  m.def(
+      "count_correct",
+      [](const Tensor& scores, py::array_t<int64_t, py::array::c_style | py::array::forcecast>
+                                   labels,
+         const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        NC_CHECK(labels.ndim() == 1, "count_correct: labels must be 1-D class ids, got ",
+                 labels.ndim(), " dimensions");
+        const int64_t* ids = labels.data();
+        const int64_t n = labels.shape(0);
+        py::gil_scoped_release release;
+        return count_correct(scores, ids, n, a);
+      },
+      py::arg("scores"), py::arg("labels"), py::arg("algo") = "fast");
+  m.def(
+      "count_correct_dense",
+      [](const Tensor& scores, const Tensor& targets, double threshold, const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        py::gil_scoped_release release;
+        return count_correct(scores, targets, threshold, a);
+      },
+      py::arg("scores"), py::arg("targets"), py::arg("threshold") = 0.0,
+      py::arg("algo") = "fast");
+
+  // ---- optimizer updates: in place on param and its state -----------------------------------
+  m.def(
+      "sgd_update",
+      [](Tensor& param, const Tensor& grad, std::optional<Tensor> velocity, double lr,
+         double momentum, bool nesterov, const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        Tensor v = optional_tensor(velocity);
+        py::gil_scoped_release release;
+        sgd_update(param, grad, v, lr, momentum, nesterov, a);
+      },
+      py::arg("param"), py::arg("grad"), py::arg("velocity"), py::arg("learning_rate"),
+      py::arg("momentum") = 0.0, py::arg("nesterov") = false, py::arg("algo") = "fast");
+  m.def(
+      "adam_update",
+      [](Tensor& param, const Tensor& grad, Tensor& m_state, Tensor& v_state, double lr,
+         double beta1, double beta2, double epsilon, int64_t step, const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        py::gil_scoped_release release;
+        adam_update(param, grad, m_state, v_state, lr, beta1, beta2, epsilon, step, a);
+      },
+      py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::arg("learning_rate"),
+      py::arg("beta_1"), py::arg("beta_2"), py::arg("epsilon"), py::arg("step"),
+      py::arg("algo") = "fast");
+  m.def(
+      "rmsprop_update",
+      [](Tensor& param, const Tensor& grad, Tensor& ms, std::optional<Tensor> mom,
+         std::optional<Tensor> mg, double lr, double rho, double momentum, double epsilon,
+         bool centered, const std::string& algo) {
+        const Algo a = parse_algo(algo);
+        Tensor mom_t = optional_tensor(mom), mg_t = optional_tensor(mg);
+        py::gil_scoped_release release;
+        rmsprop_update(param, grad, ms, mom_t, mg_t, lr, rho, momentum, epsilon, centered, a);
+      },
+      py::arg("param"), py::arg("grad"), py::arg("ms"), py::arg("mom"), py::arg("mg"),
+      py::arg("learning_rate"), py::arg("rho"), py::arg("momentum"), py::arg("epsilon"),
+      py::arg("centered"), py::arg("algo") = "fast");
 }

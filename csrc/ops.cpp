@@ -8,8 +8,12 @@
 #include <cmath>
 #include <initializer_list>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "cpu/kernels.h"
+#ifdef NANOCNN_WITH_CUDA
+#include "cuda/kernels.h"
+#endif
 
 namespace nanocnn {
 
@@ -59,10 +63,47 @@ void check_same_device(const Tensor& a, const Tensor& b, const char* op, const c
            " must be on the same device, got ", a.device().str(), " and ", b.device().str());
 }
 
-// The ops below run on the CPU; the CUDA backend adds its branch to each dispatch.
-void check_cpu(const Tensor& t, const char* op) {
-  NC_CHECK(t.device().is_cpu(), op, ": no kernel for device ", t.device().str());
+// Which kernel family runs an op: the CPU production kernels, the CPU reference loops, or the
+// GPU kernels of the tensor's device (which becomes the current device for the launch).
+enum class Backend { Cpu, Ref, Cuda };
+
+Backend backend_for(const Tensor& t, Algo algo, const char* op) {
+  if (t.device().is_cpu()) return algo == Algo::Reference ? Backend::Ref : Backend::Cpu;
+  NC_CHECK(algo == Algo::Fast, op, ": algo=\"reference\" runs the CPU reference loops, but the "
+           "tensors are on ", t.device().str(), "; move them to the CPU first");
+#ifdef NANOCNN_WITH_CUDA
+  cuda::use_device(t.device().index);
+  return Backend::Cuda;
+#else
+  throw ValueError(detail::concat(op, ": no kernel for device ", t.device().str()));
+#endif
 }
+
+}  // namespace
+
+// NC_DISPATCH(backend, kernel, args...) calls cpu::kernel, ref::kernel or cuda::kernel.
+#ifdef NANOCNN_WITH_CUDA
+#define NC_CUDA_CASE(kernel, ...) \
+  case Backend::Cuda:             \
+    cuda::kernel(__VA_ARGS__);    \
+    break;
+#else
+#define NC_CUDA_CASE(kernel, ...) \
+  case Backend::Cuda:             \
+    break;
+#endif
+#define NC_DISPATCH(backend, kernel, ...) \
+  switch (backend) {                      \
+    case Backend::Cpu:                    \
+      cpu::kernel(__VA_ARGS__);           \
+      break;                              \
+    case Backend::Ref:                    \
+      ref::kernel(__VA_ARGS__);           \
+      break;                              \
+      NC_CUDA_CASE(kernel, __VA_ARGS__)   \
+  }
+
+namespace {
 
 Conv2dShape conv_shape(const char* op, const Tensor& x, const Tensor& w,
                        const Conv2dGeometry& g) {
@@ -126,11 +167,10 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
               Algo algo) {
   const Conv2dShape s = conv_shape("conv2d", x, w, g);
   check_bias(b, s.K, "conv2d", w, x);
-  check_cpu(x, "conv2d");
+  const Backend backend = backend_for(x, algo, "conv2d");
   Tensor y = Tensor::empty({s.N, s.K, g.out_h, g.out_w}, x.device());
   const float* bias = b.defined() ? b.data() : nullptr;
-  if (algo == Algo::Reference) ref::conv2d_forward(s, x.data(), w.data(), bias, y.data());
-  else cpu::conv2d_forward(s, x.data(), w.data(), bias, y.data());
+  NC_DISPATCH(backend, conv2d_forward, s, x.data(), w.data(), bias, y.data());
   return y;
 }
 
@@ -142,11 +182,11 @@ Conv2dGrads conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
   const Shape y_shape{s.N, s.K, g.out_h, g.out_w};
   NC_CHECK(dy.shape() == y_shape, "conv2d_backward: dy must have the output's shape ",
            shape_str(y_shape), ", got ", shape_str(dy.shape()));
-  check_cpu(x, "conv2d_backward");
+  const Backend backend = backend_for(x, algo, "conv2d_backward");
   Conv2dGrads grads{Tensor::empty(x.shape(), x.device()), Tensor::empty(w.shape(), x.device()),
                     Tensor::empty({s.K}, x.device())};
-  auto kernel = algo == Algo::Reference ? ref::conv2d_backward : cpu::conv2d_backward;
-  kernel(s, dy.data(), x.data(), w.data(), grads.dx.data(), grads.dw.data(), grads.db.data());
+  NC_DISPATCH(backend, conv2d_backward, s, dy.data(), x.data(), w.data(), grads.dx.data(),
+              grads.dw.data(), grads.db.data());
   return grads;
 }
 
@@ -154,10 +194,9 @@ Conv2dGrads conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
 
 Tensor max_pool2d(const Tensor& x, const Pool2dGeometry& g, Algo algo) {
   const Pool2dShape s = pool_shape("max_pool2d", x, g);
-  check_cpu(x, "max_pool2d");
+  const Backend backend = backend_for(x, algo, "max_pool2d");
   Tensor y = Tensor::empty({s.N, s.C, g.out_h, g.out_w}, x.device());
-  auto kernel = algo == Algo::Reference ? ref::max_pool2d_forward : cpu::max_pool2d_forward;
-  kernel(s, x.data(), y.data());
+  NC_DISPATCH(backend, max_pool2d_forward, s, x.data(), y.data());
   return y;
 }
 
@@ -169,21 +208,19 @@ Tensor max_pool2d_backward(const Tensor& dy, const Tensor& x, const Pool2dGeomet
   const Shape y_shape{s.N, s.C, g.out_h, g.out_w};
   NC_CHECK(dy.shape() == y_shape, "max_pool2d_backward: dy must have the output's shape ",
            shape_str(y_shape), ", got ", shape_str(dy.shape()));
-  check_cpu(x, "max_pool2d_backward");
+  const Backend backend = backend_for(x, algo, "max_pool2d_backward");
   Tensor dx = Tensor::empty(x.shape(), x.device());
-  auto kernel = algo == Algo::Reference ? ref::max_pool2d_backward : cpu::max_pool2d_backward;
-  kernel(s, dy.data(), x.data(), dx.data());
+  NC_DISPATCH(backend, max_pool2d_backward, s, dy.data(), x.data(), dx.data());
   return dx;
 }
 
-// ---- relu ----------------------------------------------------------------------------------
+// ---- element-wise activations --------------------------------------------------------------
 
 Tensor relu(const Tensor& x, Algo algo) {
   check_defined(x, "relu", "x");
-  check_cpu(x, "relu");
+  const Backend backend = backend_for(x, algo, "relu");
   Tensor y = Tensor::empty(x.shape(), x.device());
-  auto kernel = algo == Algo::Reference ? ref::relu_forward : cpu::relu_forward;
-  kernel(x.numel(), x.data(), y.data());
+  NC_DISPATCH(backend, relu_forward, x.numel(), x.data(), y.data());
   return y;
 }
 
@@ -192,11 +229,68 @@ Tensor relu_backward(const Tensor& dy, const Tensor& y, Algo algo) {
   check_defined(y, "relu_backward", "y");
   check_same_shape(dy, y, "relu_backward", "dy", "y");
   check_same_device(dy, y, "relu_backward", "dy", "y");
-  check_cpu(y, "relu_backward");
+  const Backend backend = backend_for(y, algo, "relu_backward");
   Tensor dx = Tensor::empty(y.shape(), y.device());
-  auto kernel = algo == Algo::Reference ? ref::relu_backward : cpu::relu_backward;
-  kernel(y.numel(), dy.data(), y.data(), dx.data());
+  NC_DISPATCH(backend, relu_backward, y.numel(), dy.data(), y.data(), dx.data());
   return dx;
+}
+
+Tensor sigmoid(const Tensor& x, Algo algo) {
+  check_defined(x, "sigmoid", "x");
+  const Backend backend = backend_for(x, algo, "sigmoid");
+  Tensor y = Tensor::empty(x.shape(), x.device());
+  NC_DISPATCH(backend, sigmoid_forward, x.numel(), x.data(), y.data());
+  return y;
+}
+
+Tensor sigmoid_backward(const Tensor& dy, const Tensor& y, Algo algo) {
+  check_defined(dy, "sigmoid_backward", "dy");
+  check_defined(y, "sigmoid_backward", "y");
+  check_same_shape(dy, y, "sigmoid_backward", "dy", "y");
+  check_same_device(dy, y, "sigmoid_backward", "dy", "y");
+  const Backend backend = backend_for(y, algo, "sigmoid_backward");
+  Tensor dx = Tensor::empty(y.shape(), y.device());
+  NC_DISPATCH(backend, sigmoid_backward, y.numel(), dy.data(), y.data(), dx.data());
+  return dx;
+}
+
+Tensor softmax(const Tensor& x, Algo algo) {
+  check_rank(x, 2, "softmax", "x", "(N, C)");
+  const Backend backend = backend_for(x, algo, "softmax");
+  Tensor y = Tensor::empty(x.shape(), x.device());
+  NC_DISPATCH(backend, softmax_forward, x.size(0), x.size(1), x.data(), y.data());
+  return y;
+}
+
+Tensor softmax_backward(const Tensor& dy, const Tensor& y, Algo algo) {
+  check_rank(y, 2, "softmax_backward", "y", "(N, C)");
+  check_defined(dy, "softmax_backward", "dy");
+  check_same_shape(dy, y, "softmax_backward", "dy", "y");
+  check_same_device(dy, y, "softmax_backward", "dy", "y");
+  const Backend backend = backend_for(y, algo, "softmax_backward");
+  Tensor dx = Tensor::empty(y.shape(), y.device());
+  NC_DISPATCH(backend, softmax_backward, y.size(0), y.size(1), dy.data(), y.data(), dx.data());
+  return dx;
+}
+
+Tensor mul(const Tensor& a, const Tensor& b, Algo algo) {
+  check_defined(a, "mul", "a");
+  check_defined(b, "mul", "b");
+  check_same_shape(a, b, "mul", "a", "b");
+  check_same_device(a, b, "mul", "a", "b");
+  const Backend backend = backend_for(a, algo, "mul");
+  Tensor y = Tensor::empty(a.shape(), a.device());
+  NC_DISPATCH(backend, mul, a.numel(), a.data(), b.data(), y.data());
+  return y;
+}
+
+Tensor dropout_mask(const Shape& shape, double rate, uint64_t seed, const Device& device,
+                    Algo algo) {
+  NC_CHECK(rate >= 0.0 && rate < 1.0, "dropout: rate must be in [0, 1), got ", rate);
+  Tensor mask = Tensor::empty(shape, device);
+  const Backend backend = backend_for(mask, algo, "dropout_mask");
+  NC_DISPATCH(backend, dropout_mask, mask.numel(), static_cast<float>(rate), seed, mask.data());
+  return mask;
 }
 
 // ---- linear --------------------------------------------------------------------------------
@@ -216,12 +310,11 @@ void check_linear(const char* op, const Tensor& x, const Tensor& w) {
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b, Algo algo) {
   check_linear("linear", x, w);
   check_bias(b, w.size(0), "linear", w, x);
-  check_cpu(x, "linear");
+  const Backend backend = backend_for(x, algo, "linear");
   const int64_t N = x.size(0), in = x.size(1), out = w.size(0);
   Tensor y = Tensor::empty({N, out}, x.device());
   const float* bias = b.defined() ? b.data() : nullptr;
-  auto kernel = algo == Algo::Reference ? ref::linear_forward : cpu::linear_forward;
-  kernel(N, in, out, x.data(), w.data(), bias, y.data());
+  NC_DISPATCH(backend, linear_forward, N, in, out, x.data(), w.data(), bias, y.data());
   return y;
 }
 
@@ -233,33 +326,70 @@ LinearGrads linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, 
   NC_CHECK(dy.size(0) == N && dy.size(1) == out,
            "linear_backward: dy must have the output's shape ", shape_str({N, out}), ", got ",
            shape_str(dy.shape()));
-  check_cpu(x, "linear_backward");
+  const Backend backend = backend_for(x, algo, "linear_backward");
   LinearGrads grads{Tensor::empty(x.shape(), x.device()), Tensor::empty(w.shape(), x.device()),
                     Tensor::empty({out}, x.device())};
-  auto kernel = algo == Algo::Reference ? ref::linear_backward : cpu::linear_backward;
-  kernel(N, in, out, dy.data(), x.data(), w.data(), grads.dx.data(), grads.dw.data(),
-         grads.db.data());
+  NC_DISPATCH(backend, linear_backward, N, in, out, dy.data(), x.data(), w.data(),
+              grads.dx.data(), grads.dw.data(), grads.db.data());
   return grads;
 }
 
-// ---- fused losses --------------------------------------------------------------------------
+// ---- fused losses and metrics --------------------------------------------------------------
+//
+// The CPU kernels return the loss as a double; the GPU kernels write it to a device float. Either
+// way the op returns it as a tensor of shape () on the logits' device.
+
+namespace {
+
+Tensor scalar_on_cpu(double value) {
+  Tensor t = Tensor::empty({}, Device{});
+  t.data()[0] = static_cast<float>(value);
+  return t;
+}
+
+void check_class_ids(const char* op, const Tensor& scores, const int64_t* labels,
+                     int64_t n_labels) {
+  check_rank(scores, 2, op, "logits", "(N, num_classes)");
+  check_nonempty(scores, op, "logits");
+  const int64_t N = scores.size(0), C = scores.size(1);
+  NC_CHECK(n_labels == N, op, ": labels must have shape (", N, ",) to match logits ",
+           shape_str(scores.shape()), ", got (", n_labels, ",)");
+  for (int64_t i = 0; i < N; ++i) {
+    NC_CHECK(labels[i] >= 0 && labels[i] < C, op, ": labels must be class ids in [0, ", C,
+             ") for logits ", shape_str(scores.shape()), ", got labels[", i, "] = ", labels[i]);
+  }
+}
+
+#ifdef NANOCNN_WITH_CUDA
+// The host's (checked) class ids, copied to `device` for a GPU kernel.
+std::shared_ptr<Storage> labels_on(const Device& device, const int64_t* labels, int64_t n) {
+  const size_t bytes = static_cast<size_t>(n) * sizeof(int64_t);
+  auto storage = std::make_shared<Storage>(bytes, device);
+  copy_bytes(storage->data(), device, labels, Device{}, bytes);
+  return storage;
+}
+#endif
+
+}  // namespace
 
 LossAndGrad softmax_cross_entropy(const Tensor& logits, const int64_t* labels, int64_t n_labels,
                                   Algo algo) {
   const char* op = "softmax_cross_entropy";
-  check_rank(logits, 2, op, "logits", "(N, num_classes)");
-  check_nonempty(logits, op, "logits");
+  check_class_ids(op, logits, labels, n_labels);
+  const Backend backend = backend_for(logits, algo, op);
   const int64_t N = logits.size(0), C = logits.size(1);
-  NC_CHECK(n_labels == N, op, ": labels must have shape (", N, ",) to match logits ",
-           shape_str(logits.shape()), ", got (", n_labels, ",)");
-  for (int64_t i = 0; i < N; ++i) {
-    NC_CHECK(labels[i] >= 0 && labels[i] < C, op, ": labels must be class ids in [0, ", C,
-             ") for logits ", shape_str(logits.shape()), ", got labels[", i, "] = ", labels[i]);
+  LossAndGrad out{Tensor(), Tensor::empty(logits.shape(), logits.device())};
+  if (backend == Backend::Cuda) {
+#ifdef NANOCNN_WITH_CUDA
+    auto device_labels = labels_on(logits.device(), labels, N);
+    out.loss = Tensor::empty({}, logits.device());
+    cuda::softmax_cross_entropy(N, C, logits.data(), static_cast<int64_t*>(device_labels->data()),
+                                out.dlogits.data(), out.loss.data());
+#endif
+  } else {
+    auto kernel = backend == Backend::Ref ? ref::softmax_cross_entropy : cpu::softmax_cross_entropy;
+    out.loss = scalar_on_cpu(kernel(N, C, logits.data(), labels, out.dlogits.data()));
   }
-  check_cpu(logits, op);
-  LossAndGrad out{0.0, Tensor::empty(logits.shape(), logits.device())};
-  auto kernel = algo == Algo::Reference ? ref::softmax_cross_entropy : cpu::softmax_cross_entropy;
-  out.loss = kernel(N, C, logits.data(), labels, out.dlogits.data());
   return out;
 }
 
@@ -270,12 +400,20 @@ LossAndGrad softmax_cross_entropy_soft(const Tensor& logits, const Tensor& targe
   check_defined(targets, op, "targets");
   check_same_shape(logits, targets, op, "logits", "targets");
   check_same_device(logits, targets, op, "logits", "targets");
-  check_cpu(logits, op);
-  LossAndGrad out{0.0, Tensor::empty(logits.shape(), logits.device())};
-  auto kernel =
-      algo == Algo::Reference ? ref::softmax_cross_entropy_soft : cpu::softmax_cross_entropy_soft;
-  out.loss = kernel(logits.size(0), logits.size(1), logits.data(), targets.data(),
-                    out.dlogits.data());
+  const Backend backend = backend_for(logits, algo, op);
+  const int64_t N = logits.size(0), C = logits.size(1);
+  LossAndGrad out{Tensor(), Tensor::empty(logits.shape(), logits.device())};
+  if (backend == Backend::Cuda) {
+#ifdef NANOCNN_WITH_CUDA
+    out.loss = Tensor::empty({}, logits.device());
+    cuda::softmax_cross_entropy_soft(N, C, logits.data(), targets.data(), out.dlogits.data(),
+                                     out.loss.data());
+#endif
+  } else {
+    auto kernel = backend == Backend::Ref ? ref::softmax_cross_entropy_soft
+                                          : cpu::softmax_cross_entropy_soft;
+    out.loss = scalar_on_cpu(kernel(N, C, logits.data(), targets.data(), out.dlogits.data()));
+  }
   return out;
 }
 
@@ -286,12 +424,133 @@ LossAndGrad sigmoid_binary_cross_entropy(const Tensor& logits, const Tensor& tar
   check_defined(targets, op, "targets");
   check_same_shape(logits, targets, op, "logits", "targets");
   check_same_device(logits, targets, op, "logits", "targets");
-  check_cpu(logits, op);
-  LossAndGrad out{0.0, Tensor::empty(logits.shape(), logits.device())};
-  auto kernel = algo == Algo::Reference ? ref::sigmoid_binary_cross_entropy
-                                        : cpu::sigmoid_binary_cross_entropy;
-  out.loss = kernel(logits.numel(), logits.data(), targets.data(), out.dlogits.data());
+  const Backend backend = backend_for(logits, algo, op);
+  LossAndGrad out{Tensor(), Tensor::empty(logits.shape(), logits.device())};
+  if (backend == Backend::Cuda) {
+#ifdef NANOCNN_WITH_CUDA
+    out.loss = Tensor::empty({}, logits.device());
+    cuda::sigmoid_binary_cross_entropy(logits.numel(), logits.data(), targets.data(),
+                                       out.dlogits.data(), out.loss.data());
+#endif
+  } else {
+    auto kernel = backend == Backend::Ref ? ref::sigmoid_binary_cross_entropy
+                                          : cpu::sigmoid_binary_cross_entropy;
+    out.loss =
+        scalar_on_cpu(kernel(logits.numel(), logits.data(), targets.data(), out.dlogits.data()));
+  }
   return out;
+}
+
+Tensor count_correct(const Tensor& scores, const int64_t* labels, int64_t n_labels, Algo algo) {
+  const char* op = "count_correct";
+  check_class_ids(op, scores, labels, n_labels);
+  const Backend backend = backend_for(scores, algo, op);
+  const int64_t N = scores.size(0), C = scores.size(1);
+  if (backend == Backend::Cuda) {
+    Tensor count = Tensor::empty({}, scores.device());
+#ifdef NANOCNN_WITH_CUDA
+    auto device_labels = labels_on(scores.device(), labels, N);
+    cuda::count_correct_sparse(N, C, scores.data(), static_cast<int64_t*>(device_labels->data()),
+                               count.data());
+#endif
+    return count;
+  }
+  auto kernel = backend == Backend::Ref ? ref::count_correct_sparse : cpu::count_correct_sparse;
+  return scalar_on_cpu(static_cast<double>(kernel(N, C, scores.data(), labels)));
+}
+
+Tensor count_correct(const Tensor& scores, const Tensor& targets, double threshold, Algo algo) {
+  const char* op = "count_correct";
+  check_defined(scores, op, "scores");
+  check_nonempty(scores, op, "scores");
+  check_defined(targets, op, "targets");
+  check_same_shape(scores, targets, op, "scores", "targets");
+  check_same_device(scores, targets, op, "scores", "targets");
+  NC_CHECK(scores.dim() <= 2, op, ": scores must be (N,) or (N, C), got shape ",
+           shape_str(scores.shape()));
+  const Backend backend = backend_for(scores, algo, op);
+  const int64_t N = scores.dim() == 0 ? 1 : scores.size(0);
+  const int64_t C = scores.numel() / N;
+  const float t = static_cast<float>(threshold);
+  if (backend == Backend::Cuda) {
+    Tensor count = Tensor::empty({}, scores.device());
+#ifdef NANOCNN_WITH_CUDA
+    cuda::count_correct_dense(N, C, scores.data(), targets.data(), t, count.data());
+#endif
+    return count;
+  }
+  auto kernel = backend == Backend::Ref ? ref::count_correct_dense : cpu::count_correct_dense;
+  return scalar_on_cpu(static_cast<double>(kernel(N, C, scores.data(), targets.data(), t)));
+}
+
+// ---- optimizer updates ---------------------------------------------------------------------
+
+namespace {
+void check_state(const char* op, const Tensor& param, const Tensor& state, const char* name) {
+  NC_CHECK(state.defined(), op, ": ", name, " is required with these settings");
+  check_same_shape(param, state, op, "param", name);
+  check_same_device(param, state, op, "param", name);
+}
+void check_hyper(const char* op, const char* name, double value, double lo, double hi) {
+  NC_CHECK(value >= lo && value <= hi, op, ": ", name, " must be in [", lo, ", ", hi, "], got ",
+           value);
+}
+}  // namespace
+
+void sgd_update(Tensor& param, const Tensor& grad, Tensor& velocity, double lr, double momentum,
+                bool nesterov, Algo algo) {
+  const char* op = "sgd_update";
+  check_defined(param, op, "param");
+  check_state(op, param, grad, "grad");
+  check_hyper(op, "momentum", momentum, 0.0, 1.0);
+  NC_CHECK(std::isfinite(lr), op, ": learning_rate must be finite, got ", lr);
+  const bool with_momentum = momentum > 0.0;
+  NC_CHECK(with_momentum || !nesterov, op, ": nesterov needs momentum > 0");
+  if (with_momentum) check_state(op, param, velocity, "velocity");
+  const Backend backend = backend_for(param, algo, op);
+  float* v = with_momentum ? velocity.data() : nullptr;
+  NC_DISPATCH(backend, sgd_update, param.numel(), param.data(), grad.data(), v,
+              static_cast<float>(lr), static_cast<float>(momentum), nesterov);
+}
+
+void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
+                 double beta2, double epsilon, int64_t step, Algo algo) {
+  const char* op = "adam_update";
+  check_defined(param, op, "param");
+  check_state(op, param, grad, "grad");
+  check_state(op, param, m, "m");
+  check_state(op, param, v, "v");
+  check_hyper(op, "beta_1", beta1, 0.0, 1.0 - 1e-12);
+  check_hyper(op, "beta_2", beta2, 0.0, 1.0 - 1e-12);
+  NC_CHECK(epsilon >= 0.0, op, ": epsilon must be >= 0, got ", epsilon);
+  NC_CHECK(std::isfinite(lr), op, ": learning_rate must be finite, got ", lr);
+  NC_CHECK(step >= 1, op, ": step must be >= 1, got ", step);
+  const double bias1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+  const double bias2 = 1.0 - std::pow(beta2, static_cast<double>(step));
+  const Backend backend = backend_for(param, algo, op);
+  NC_DISPATCH(backend, adam_update, param.numel(), param.data(), grad.data(), m.data(), v.data(),
+              static_cast<float>(lr), static_cast<float>(beta1), static_cast<float>(beta2),
+              static_cast<float>(epsilon), static_cast<float>(bias1), static_cast<float>(bias2));
+}
+
+void rmsprop_update(Tensor& param, const Tensor& grad, Tensor& ms, Tensor& mom, Tensor& mg,
+                    double lr, double rho, double momentum, double epsilon, bool centered,
+                    Algo algo) {
+  const char* op = "rmsprop_update";
+  check_defined(param, op, "param");
+  check_state(op, param, grad, "grad");
+  check_state(op, param, ms, "ms");
+  check_hyper(op, "rho", rho, 0.0, 1.0);
+  check_hyper(op, "momentum", momentum, 0.0, 1.0);
+  NC_CHECK(epsilon >= 0.0, op, ": epsilon must be >= 0, got ", epsilon);
+  NC_CHECK(std::isfinite(lr), op, ": learning_rate must be finite, got ", lr);
+  if (momentum > 0.0) check_state(op, param, mom, "mom");
+  if (centered) check_state(op, param, mg, "mg");
+  const Backend backend = backend_for(param, algo, op);
+  NC_DISPATCH(backend, rmsprop_update, param.numel(), param.data(), grad.data(), ms.data(),
+              momentum > 0.0 ? mom.data() : nullptr, centered ? mg.data() : nullptr,
+              static_cast<float>(lr), static_cast<float>(rho), static_cast<float>(momentum),
+              static_cast<float>(epsilon));
 }
 
 }  // namespace nanocnn

@@ -4,9 +4,12 @@
 // allocates its outputs on the inputs' device, and dispatches, in ops.cpp and nowhere else, to
 //   cpu::   the production CPU kernels (csrc/cpu/*.cpp: OpenMP + SIMD, GEMM-based)
 //   ref::   the plain reference loops (csrc/cpu/reference.cpp: the readable spec)
-//   cuda::  the GPU kernels (csrc/cuda/*.cu), when the tensors live on a GPU (to come: until
-//           then a tensor cannot be created on a GPU, and check_cpu() guards each op)
-// Backward ops return fresh gradient tensors (see core/tensor.h for the conventions).
+//   cuda::  the GPU kernels (csrc/cuda/*.cu, declared in cuda/kernels.h), when the tensors live
+//           on a GPU; Algo::Reference always runs the CPU reference loops, so on a GPU it
+//           raises
+// Backward ops return fresh gradient tensors (see core/tensor.h for the conventions); the
+// optimizer updates are the one exception: they write in place into the parameter and its
+// state, which is what an update is.
 #pragma once
 
 #include <cstdint>
@@ -46,7 +49,8 @@ struct LinearGrads {
   Tensor dx, dw, db;
 };
 struct LossAndGrad {
-  double loss;     // mean over the batch (over all elements for the binary loss)
+  Tensor loss;     // shape (), on the logits' device: mean over the batch (over all elements for
+                   // the binary loss). Kept on the device so a training step need not wait for it.
   Tensor dlogits;  // d loss / d logits, same shape as logits
 };
 
@@ -80,5 +84,53 @@ LossAndGrad softmax_cross_entropy_soft(const Tensor& logits, const Tensor& targe
 // logits and targets of one shape, targets in [0,1]: mean of the element-wise
 // -(t log sigmoid(x) + (1-t) log(1 - sigmoid(x))), computed stably from x.
 LossAndGrad sigmoid_binary_cross_entropy(const Tensor& logits, const Tensor& targets, Algo algo);
+
+// ---- more activations and element-wise ops ---------------------------------------------------
+
+// Any shape: y = 1 / (1 + exp(-x)); sigmoid_backward takes the forward output: dx = dy * y (1 - y).
+Tensor sigmoid(const Tensor& x, Algo algo);
+Tensor sigmoid_backward(const Tensor& dy, const Tensor& y, Algo algo);
+// x is (N, C): softmax over each row; softmax_backward takes the forward output:
+// dx = y * (dy - sum_j dy_j y_j) per row.
+Tensor softmax(const Tensor& x, Algo algo);
+Tensor softmax_backward(const Tensor& dy, const Tensor& y, Algo algo);
+// Element-wise product of two tensors of one shape (dropout applies its mask with it).
+Tensor mul(const Tensor& a, const Tensor& b, Algo algo);
+// Inverted-dropout mask of `shape` on `device`: each element is 0 with probability `rate`, else
+// 1 / (1 - rate). Element i is a pure function of (seed, i) (a counter-based hash), so every
+// device and thread count draws the same mask. rate in [0, 1).
+Tensor dropout_mask(const Shape& shape, double rate, uint64_t seed, const Device& device,
+                    Algo algo);
+
+// ---- metrics ---------------------------------------------------------------------------------
+
+// Number of rows of scores (N, C) whose first maximum is at labels[i]; shape (), scores' device.
+Tensor count_correct(const Tensor& scores, const int64_t* labels, int64_t n_labels, Algo algo);
+// targets of the scores' shape. C > 1: rows where argmax(scores) == argmax(targets) (first
+// maximum). C == 1 (or 1-D): elements where (score > threshold) == (target > 0.5).
+Tensor count_correct(const Tensor& scores, const Tensor& targets, double threshold, Algo algo);
+
+// ---- optimizer updates (in place; all tensors of the parameter's shape and device) ----------
+
+// SGD as in Keras (and PyTorch without dampening): with momentum m > 0,
+//   v = m v - lr g;  p += v              (nesterov: p += m v - lr g)
+// velocity is required when momentum > 0 and ignored (may be undefined) otherwise.
+void sgd_update(Tensor& param, const Tensor& grad, Tensor& velocity, double lr, double momentum,
+                bool nesterov, Algo algo);
+// Adam, `step` = t >= 1 counting this update:
+//   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+//   p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+// (epsilon added to the bias-corrected sqrt(v), as in the Adam paper and PyTorch; Keras adds it
+// before the correction, a difference only when sqrt(v) is near eps).
+void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
+                 double beta2, double epsilon, int64_t step, Algo algo);
+// RMSprop as in PyTorch / Keras 2:
+//   ms = rho ms + (1-rho) g^2;  centered: mg = rho mg + (1-rho) g, denom = sqrt(ms - mg^2) + eps,
+//   else denom = sqrt(ms) + eps;  momentum > 0: buf = momentum buf + g / denom, p -= lr buf,
+//   else p -= lr g / denom.
+// mom is required when momentum > 0, mg when centered; otherwise they may be undefined.
+void rmsprop_update(Tensor& param, const Tensor& grad, Tensor& ms, Tensor& mom, Tensor& mg,
+                    double lr, double rho, double momentum, double epsilon, bool centered,
+                    Algo algo);
 
 }  // namespace nanocnn

@@ -1,7 +1,11 @@
-// device.h: what this build and this machine offer besides the CPU.
+// device.h: what this build and this machine offer besides the CPU, and moving bytes between
+// devices. Without CUDA (device.cpp) only the host exists; with it, cuda/device.cu defines these.
 #pragma once
 
+#include <cstddef>
 #include <string>
+
+#include "core/allocator.h"
 
 namespace nanocnn {
 
@@ -14,5 +18,17 @@ std::string cuda_unavailable_reason();
 
 // Whether this module holds compiled CUDA code.
 bool built_with_cuda();
+
+// Copies `bytes` bytes from src (on src_device) to dst (on dst_device), for any pair of devices.
+// Returns when the copy is complete (a copy from a GPU waits for the work queued before it).
+void copy_bytes(void* dst, const Device& dst_device, const void* src, const Device& src_device,
+                size_t bytes);
+
+// Sets `bytes` bytes at dst (on device) to zero.
+void zero_bytes(void* dst, const Device& device, size_t bytes);
+
+// Waits until every kernel and copy queued on `device` has finished (nothing to do on the CPU).
+// Raises the error of a failed kernel, if any.
+void synchronize(const Device& device);
 
 }  // namespace nanocnn

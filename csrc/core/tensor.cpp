@@ -3,6 +3,7 @@
 #include <cstring>
 #include <limits>
 
+#include "core/device.h"
 #include "core/error.h"
 
 namespace nanocnn {
@@ -45,7 +46,7 @@ Tensor Tensor::borrow(float* data, const Shape& shape, Device device,
 
 Tensor Tensor::zeros(const Shape& shape, Device device) {
   Tensor t = empty(shape, device);
-  if (device.is_cpu()) std::memset(t.data(), 0, t.storage_->bytes());
+  zero_bytes(t.data(), device, t.storage_->bytes());
   return t;
 }
 
@@ -59,8 +60,7 @@ Tensor Tensor::reshape(const Shape& shape) const {
 
 Tensor Tensor::to(const Device& target) const {
   Tensor t = empty(shape_, target);
-  // Only host tensors exist until the CUDA backend lands (Storage refuses other devices).
-  std::memcpy(t.data(), data(), static_cast<size_t>(numel()) * sizeof(float));
+  copy_bytes(t.data(), target, data(), device(), static_cast<size_t>(numel()) * sizeof(float));
   return t;
 }
 

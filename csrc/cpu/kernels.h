@@ -1,9 +1,17 @@
 // cpu/kernels.h: the CPU kernels behind the op table, on raw float pointers.
 //
 // Each kernel exists twice with the same signature:
-//   nanocnn::cpu::  production (conv2d.cpp, pool2d.cpp, activation.cpp, dense.cpp, loss.cpp)
+//   nanocnn::cpu::  production (conv2d.cpp, pool2d.cpp, activation.cpp, dense.cpp, loss.cpp,
+//                   optim.cpp)
 //   nanocnn::ref::  the plain loops they are tested against (reference.cpp)
-// The arguments are already checked (ops.cpp); outputs are written in full (`=`, never `+=`).
+// The arguments are already checked (ops.cpp); outputs are written in full (`=`, never `+=`),
+// except the optimizer updates, which update p and their state in place.
+//   dropout_mask: element i is 0 when dropout_uniform(seed, i) < rate, else 1 / (1 - rate)
+//                 (dropout_uniform is below, shared with the GPU: every device draws one mask).
+//   count_correct_dense: C > 1 compares first-argmax of scores and targets per row; C == 1
+//                 compares (score > threshold) with (target > 0.5).
+//   adam_update: bias1 = 1 - beta1^t, bias2 = 1 - beta2^t.
+//   rmsprop_update: mom is null when momentum == 0, mg null unless centered.
 #pragma once
 
 #include <cstdint>
@@ -43,7 +51,22 @@ struct Pool2dShape {
   double softmax_cross_entropy_soft(int64_t N, int64_t C, const float* logits,                   \
                                     const float* targets, float* dlogits);                       \
   double sigmoid_binary_cross_entropy(int64_t n, const float* logits, const float* targets,      \
-                                      float* dlogits);
+                                      float* dlogits);                                           \
+  void sigmoid_forward(int64_t n, const float* x, float* y);                                     \
+  void sigmoid_backward(int64_t n, const float* dy, const float* y, float* dx);                  \
+  void softmax_forward(int64_t N, int64_t C, const float* x, float* y);                          \
+  void softmax_backward(int64_t N, int64_t C, const float* dy, const float* y, float* dx);       \
+  void mul(int64_t n, const float* a, const float* b, float* y);                                 \
+  void dropout_mask(int64_t n, float rate, uint64_t seed, float* mask);                          \
+  int64_t count_correct_sparse(int64_t N, int64_t C, const float* scores, const int64_t* labels); \
+  int64_t count_correct_dense(int64_t N, int64_t C, const float* scores, const float* targets,   \
+                              float threshold);                                                  \
+  void sgd_update(int64_t n, float* p, const float* g, float* velocity, float lr, float momentum,\
+                  bool nesterov);                                                                \
+  void adam_update(int64_t n, float* p, const float* g, float* m, float* v, float lr,            \
+                   float beta1, float beta2, float epsilon, float bias1, float bias2);           \
+  void rmsprop_update(int64_t n, float* p, const float* g, float* ms, float* mom, float* mg,     \
+                      float lr, float rho, float momentum, float epsilon);
 
 namespace cpu {
 NANOCNN_CPU_KERNELS
@@ -53,5 +76,19 @@ NANOCNN_CPU_KERNELS
 }  // namespace ref
 
 #undef NANOCNN_CPU_KERNELS
+
+// The dropout draw for element i: a uniform number in [0, 1) from a counter-based hash
+// (splitmix64 finaliser) of the seed and the index, so that it needs no state and every device
+// and thread count gives the same mask. Defined inline so CUDA code can share it.
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline float dropout_uniform(uint64_t seed, uint64_t i) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (i + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<float>(z >> 40) * (1.0f / 16777216.0f);  // top 24 bits
+}
 
 }  // namespace nanocnn

@@ -96,4 +96,34 @@ double sigmoid_binary_cross_entropy(int64_t n, const float* logits, const float*
   }) / n;
 }
 
+// ---- metrics: how many predictions are right ----------------------------------------------
+
+namespace {
+// Index of the first maximum of row[0..C) (NaN never wins).
+int64_t first_argmax(const float* row, int64_t C) {
+  int64_t best = 0;
+  for (int64_t j = 1; j < C; ++j)
+    if (row[j] > row[best]) best = j;
+  return best;
+}
+}  // namespace
+
+int64_t count_correct_sparse(int64_t N, int64_t C, const float* scores, const int64_t* labels) {
+  int64_t correct = 0;
+  for (int64_t i = 0; i < N; ++i) correct += first_argmax(scores + i * C, C) == labels[i];
+  return correct;
+}
+
+int64_t count_correct_dense(int64_t N, int64_t C, const float* scores, const float* targets,
+                            float threshold) {
+  int64_t correct = 0;
+  if (C == 1) {
+    for (int64_t i = 0; i < N; ++i) correct += (scores[i] > threshold) == (targets[i] > 0.5f);
+    return correct;
+  }
+  for (int64_t i = 0; i < N; ++i)
+    correct += first_argmax(scores + i * C, C) == first_argmax(targets + i * C, C);
+  return correct;
+}
+
 }  // namespace nanocnn::cpu

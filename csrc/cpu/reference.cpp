@@ -2,7 +2,8 @@
 //
 // Each function is the textbook definition, written for reading rather than speed: one loop per
 // index, accumulation in double, no blocking, no threads, no SIMD. The production kernels in
-// conv2d.cpp, pool2d.cpp, activation.cpp, dense.cpp and loss.cpp must agree with these (the
+// conv2d.cpp, pool2d.cpp, activation.cpp, dense.cpp, loss.cpp and optim.cpp (and the GPU kernels
+// in csrc/cuda/) must agree with these (the
 // tests check it on random shapes), and F.<op>(..., algo="reference") runs them directly.
 //
 // Index conventions (see ops.h): x is (N,C,H,W), w is (K,C,R,S), y is (N,K,P,Q); output pixel
@@ -233,6 +234,117 @@ double sigmoid_binary_cross_entropy(int64_t n, const float* logits, const float*
     dlogits[i] = float((s - t) / n);
   }
   return total / n;
+}
+
+// ---- more activations and dropout ----------------------------------------------------------
+
+void sigmoid_forward(int64_t n, const float* x, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = float(1.0 / (1.0 + std::exp(-double(x[i]))));
+}
+
+void sigmoid_backward(int64_t n, const float* dy, const float* y, float* dx) {
+  for (int64_t i = 0; i < n; ++i) dx[i] = float(double(dy[i]) * y[i] * (1.0 - y[i]));
+}
+
+void softmax_forward(int64_t N, int64_t C, const float* x, float* y) {
+  for (int64_t i = 0; i < N; ++i) {
+    const double lse = log_sum_exp(x + i * C, C);
+    for (int64_t j = 0; j < C; ++j) y[i * C + j] = float(std::exp(x[i * C + j] - lse));
+  }
+}
+
+void softmax_backward(int64_t N, int64_t C, const float* dy, const float* y, float* dx) {
+  for (int64_t i = 0; i < N; ++i) {
+    double dot = 0.0;
+    for (int64_t j = 0; j < C; ++j) dot += double(dy[i * C + j]) * y[i * C + j];
+    for (int64_t j = 0; j < C; ++j) dx[i * C + j] = float(y[i * C + j] * (dy[i * C + j] - dot));
+  }
+}
+
+void mul(int64_t n, const float* a, const float* b, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] * b[i];
+}
+
+void dropout_mask(int64_t n, float rate, uint64_t seed, float* mask) {
+  for (int64_t i = 0; i < n; ++i)
+    mask[i] = dropout_uniform(seed, uint64_t(i)) < rate ? 0.f : 1.f / (1.f - rate);
+}
+
+// ---- metrics --------------------------------------------------------------------------------
+
+namespace {
+// First index of the largest value of row[0..C).
+int64_t argmax_row(const float* row, int64_t C) {
+  int64_t best = 0;
+  for (int64_t j = 1; j < C; ++j)
+    if (row[j] > row[best]) best = j;
+  return best;
+}
+}  // namespace
+
+int64_t count_correct_sparse(int64_t N, int64_t C, const float* scores, const int64_t* labels) {
+  int64_t correct = 0;
+  for (int64_t i = 0; i < N; ++i)
+    if (argmax_row(scores + i * C, C) == labels[i]) ++correct;
+  return correct;
+}
+
+int64_t count_correct_dense(int64_t N, int64_t C, const float* scores, const float* targets,
+                            float threshold) {
+  int64_t correct = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    const bool right = C == 1 ? (scores[i] > threshold) == (targets[i] > 0.5f)
+                              : argmax_row(scores + i * C, C) == argmax_row(targets + i * C, C);
+    if (right) ++correct;
+  }
+  return correct;
+}
+
+// ---- optimizer updates (the formulas of ops.h, in double) ----------------------------------
+
+void sgd_update(int64_t n, float* p, const float* g, float* velocity, float lr, float momentum,
+                bool nesterov) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (velocity == nullptr) {
+      p[i] = float(p[i] - double(lr) * g[i]);
+      continue;
+    }
+    const double v = double(momentum) * velocity[i] - double(lr) * g[i];
+    velocity[i] = float(v);
+    p[i] = float(p[i] + (nesterov ? momentum * v - double(lr) * g[i] : v));
+  }
+}
+
+void adam_update(int64_t n, float* p, const float* g, float* m, float* v, float lr, float beta1,
+                 float beta2, float epsilon, float bias1, float bias2) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double mi = double(beta1) * m[i] + (1.0 - beta1) * g[i];
+    const double vi = double(beta2) * v[i] + (1.0 - beta2) * double(g[i]) * g[i];
+    m[i] = float(mi);
+    v[i] = float(vi);
+    p[i] = float(p[i] - double(lr) * (mi / bias1) / (std::sqrt(vi / bias2) + epsilon));
+  }
+}
+
+void rmsprop_update(int64_t n, float* p, const float* g, float* ms, float* mom, float* mg,
+                    float lr, float rho, float momentum, float epsilon) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double msi = double(rho) * ms[i] + (1.0 - rho) * double(g[i]) * g[i];
+    ms[i] = float(msi);
+    double var = msi;
+    if (mg != nullptr) {
+      const double mgi = double(rho) * mg[i] + (1.0 - rho) * g[i];
+      mg[i] = float(mgi);
+      var = msi - mgi * mgi;
+    }
+    const double step = g[i] / (std::sqrt(var) + epsilon);
+    if (mom != nullptr) {
+      mom[i] = float(double(momentum) * mom[i] + step);
+      p[i] = float(p[i] - double(lr) * mom[i]);
+    } else {
+      p[i] = float(p[i] - double(lr) * step);
+    }
+  }
 }
 
 }  // namespace nanocnn::ref

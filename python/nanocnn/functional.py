@@ -366,6 +366,16 @@ def _class_ids(op: str, labels) -> np.ndarray:
     raise TypeError(f"{op}: labels must be integer class ids, got dtype {array.dtype}")
 
 
+def _loss_pair(result):
+    """(loss Tensor of shape (), dlogits) from a native loss -> (loss as a Python float, dlogits).
+
+    The native ops leave the loss on the logits' device (so a training step need not wait for
+    it); the functional API returns it as a float, which waits for it.
+    """
+    loss, dlogits = result
+    return float(np.asarray(loss)), dlogits
+
+
 def softmax_cross_entropy(logits, labels, *, algo: str = "fast"):
     """Softmax followed by cross-entropy, fused and numerically stable.
 
@@ -386,13 +396,13 @@ def softmax_cross_entropy(logits, labels, *, algo: str = "fast"):
                 f"logits {logits.shape}, got {tuple(shape)}"
             )
         targets = _as_tensor(op, "labels", labels)
-        return _C.softmax_cross_entropy_soft(logits, targets, algo)
+        return _loss_pair(_C.softmax_cross_entropy_soft(logits, targets, algo))
     if len(shape) != 1:
         raise ValueError(
             f"{op}: labels must be (N,) class ids or (N, C) probabilities, got shape {tuple(shape)} "
             f"for logits {logits.shape}"
         )
-    return _C.softmax_cross_entropy(logits, _class_ids(op, labels), algo)
+    return _loss_pair(_C.softmax_cross_entropy(logits, _class_ids(op, labels), algo))
 
 
 def sigmoid_binary_cross_entropy(logits, targets, *, algo: str = "fast"):
@@ -415,4 +425,4 @@ def sigmoid_binary_cross_entropy(logits, targets, *, algo: str = "fast"):
                 f"{op}: logits and targets must have the same shape, got {logits.shape} and "
                 f"{targets.shape}"
             )
-    return _C.sigmoid_binary_cross_entropy(logits, targets, algo)
+    return _loss_pair(_C.sigmoid_binary_cross_entropy(logits, targets, algo))
