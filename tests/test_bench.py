@@ -9,7 +9,7 @@ import pytest
 
 import nanocnn as nc
 from nanocnn import benchmark
-from nanocnn.benchmark import networks, ops, report, train
+from nanocnn.benchmark import networks, ops, peak, report, train
 from nanocnn.benchmark.timing import MismatchError, check_close
 
 pytest.importorskip("torch")
@@ -21,6 +21,13 @@ TINY_BINARY = networks.Net("tiny_binary", (2, 6, 6), (networks.Conv(3, 3, "valid
                                                       networks.Pool(2), networks.Dense(1)),
                            "sigmoid")
 PEAK = {"gflops": 100.0, "gbs": 10.0}  # a stand-in; the real one is measured in test_cpu_peak
+
+
+@pytest.fixture
+def quick_peak(monkeypatch):
+    """The real peak measurements, made short (the full ones take a few seconds)."""
+    real = peak.cpu_peak
+    monkeypatch.setattr(peak, "cpu_peak", lambda threads, seconds: real(threads, 0.01, 1, 8 << 20))
 
 
 def tiny_cases():
@@ -59,7 +66,7 @@ def test_ops_rows_cover_every_op_and_direction():
                for r in rows)
 
 
-def test_main_writes_json_markdown_and_png(tmp_path, monkeypatch, capsys):
+def test_main_writes_json_markdown_and_png(tmp_path, monkeypatch, capsys, quick_peak):
     monkeypatch.setattr(ops, "default_cases", lambda batches, quick: tiny_cases())
     rc = benchmark.main(["--quick", "--only", "ops", "--threads", "1", "--min-time", "0",
                          "--out", str(tmp_path)])
@@ -120,7 +127,7 @@ def test_check_close_rejects_wrong_sizes_and_non_finite_values():
         check_close("nan", [np.array([1.0, np.nan])], [np.ones(2)], 1.0, 1.0)
 
 
-def test_wrong_result_stops_main(tmp_path, monkeypatch, capsys):
+def test_wrong_result_stops_main(tmp_path, monkeypatch, capsys, quick_peak):
     def broken_build(case, device, rng):
         rows = real_build(case, device, rng)
         for row in rows:

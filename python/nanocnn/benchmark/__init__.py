@@ -26,8 +26,9 @@ _NEEDS_TORCH = ('nanocnn bench compares with PyTorch, which is not installed her
 @dataclass
 class Config:
     device: str = "cpu"
-    min_time: float = 0.2  # seconds of timed calls per measurement, at least
-    min_reps: int = 10  # timed calls (GPU: groups of calls) per measurement, at least
+    min_time: float = 0.3  # seconds of timed calls per library and row (all rounds), at least
+    min_reps: int = 5  # timed calls (GPU: groups of calls) per round, at least
+    rounds: int = 3  # rounds of measurements, libraries in turn; each keeps its best round
     batches: tuple = (1, 32, 256)  # op benchmark
     train_batches: tuple = (32, 256)  # end-to-end benchmark
     quick: bool = False
@@ -70,9 +71,13 @@ def parse_args(argv):
                    help="batch sizes of the end-to-end benchmark (default 32,256; --quick has "
                         "its own)")
     p.add_argument("--min-time", type=float, default=None,
-                   help="seconds per measurement, at least (default 0.2; quick 0.02)")
+                   help="seconds of timed calls per library and row, at least, over all rounds "
+                        "(default 0.3; quick 0.03)")
     p.add_argument("--min-reps", type=int, default=None,
-                   help="timed repetitions per measurement, at least (default 10; quick 5)")
+                   help="timed repetitions per round, at least (default 5; quick 3)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="rounds of measurements, the libraries in turn; each keeps its fastest "
+                        "round's median (default 3; quick 2)")
     p.add_argument("--out", default="nanocnn-bench-results",
                    help="folder for the JSON, markdown and PNG files (default: "
                         "./nanocnn-bench-results)")
@@ -81,9 +86,13 @@ def parse_args(argv):
     if args.threads is None:
         args.threads = (cores,) if args.quick else tuple(sorted({1, cores}))
     if args.min_time is None:
-        args.min_time = 0.02 if args.quick else 0.2
+        args.min_time = 0.03 if args.quick else 0.3
     if args.min_reps is None:
-        args.min_reps = 5 if args.quick else 10
+        args.min_reps = 3 if args.quick else 5
+    if args.rounds is None:
+        args.rounds = 2 if args.quick else 3
+    if args.rounds < 1 or args.min_reps < 1 or args.min_time < 0:
+        p.error("--rounds and --min-reps must be >= 1, --min-time >= 0")
     return args
 
 
@@ -151,7 +160,8 @@ def run_ops(config: Config, threads, args, cases=None) -> dict:
     result = {"benchmark": "ops", "device": config.device, "threads": None if gpu else threads,
               "quick": config.quick, "machine": machine.machine_info(config.device),
               "peak": the_peak,
-              "config": {"min_time": config.min_time, "min_reps": config.min_reps},
+              "config": {"min_time": config.min_time, "min_reps": config.min_reps,
+                         "rounds": config.rounds},
               "load_average_before": _load_average()}
     print("\n" + report.run_header("ops", result), flush=True)
     started = time.perf_counter()
@@ -175,7 +185,8 @@ def run_train(config: Config, thread_counts, cases=None) -> dict:
     result = {"benchmark": "train", "device": config.device, "quick": config.quick,
               "machine": machine.machine_info(config.device),
               "peak": peak.gpu_peak() if gpu else peak.cpu_peak(max(thread_counts), 0.1),
-              "config": {"min_time": config.min_time, "min_reps": config.min_reps},
+              "config": {"min_time": config.min_time, "min_reps": config.min_reps,
+                         "rounds": config.rounds},
               "rows": [], "skipped": [], "load_average_before": _load_average()}
     print("\n" + report.run_header("end to end", result), flush=True)
     printer = _Printer("train", gpu)
@@ -222,7 +233,7 @@ def main(argv=None) -> int:
     try:
         for device in devices:
             config = Config(device=device, min_time=args.min_time, min_reps=args.min_reps,
-                            batches=args.batches, train_batches=args.train_batches,
+                            rounds=args.rounds, batches=args.batches, train_batches=args.train_batches,
                             quick=args.quick)
             if args.only in (None, "ops"):
                 for threads in ([None] if device != "cpu" else args.threads):

@@ -21,14 +21,17 @@ _FP32_LANES_PER_SM = {(6, 0): 64, 6: 128, 7: 64, (8, 0): 64, 8: 128, 9: 128, 10:
                       12: 128}
 
 
-def cpu_peak(threads: int, seconds: float = 0.2, repeats: int = 3) -> dict:
-    """Measured FP32 FMA GFLOP/s and copy GB/s of `threads` threads running at once."""
+def cpu_peak(threads: int, seconds: float = 0.2, repeats: int = 3,
+             nbytes: int = 256 << 20) -> dict:
+    """Measured FP32 FMA GFLOP/s and copy GB/s (over arrays of `nbytes`) of `threads` threads
+    running at once, each the best of `repeats` measurements of about `seconds`."""
     gflops = max(nc._C.cpu_peak_gflops(threads, seconds) for _ in range(repeats))
-    gbs = max(nc._C.cpu_copy_gbs(threads, 256 << 20, seconds) for _ in range(repeats))
+    gbs = max(nc._C.cpu_copy_gbs(threads, nbytes, seconds) for _ in range(repeats))
     return {"device": "cpu", "threads": threads, "gflops": gflops, "gbs": gbs,
             "isa": nc._C.cpu_peak_isa(),
             "how": f"measured: FP32 FMA chains on {threads} thread(s) at once "
-                   f"({nc._C.cpu_peak_isa()}), and y = x + 1 over 256 MiB (read + write bytes); "
+                   f"({nc._C.cpu_peak_isa()}), and y = x + 1 over {nbytes >> 20} MiB (read + write "
+                   f"bytes); "
                    f"best of {repeats}"}
 
 

@@ -1,7 +1,12 @@
 """How the benchmarks time things and check results (shared by the op and end-to-end benchmarks).
 
-CPU: each call is timed alone with time.perf_counter; the figure is the median over at least
+CPU: each call is timed alone with time.perf_counter; a measurement is the median over at least
 ``min_reps`` calls and ``min_time`` seconds, after a warm-up.
+
+Rounds: the libraries are measured in turn, several rounds (``interleaved``), and each keeps its
+lowest round median. Another program that takes a core for a moment stalls every parallel
+region of a 2-thread run for a scheduler time slice (4 ms); interleaving spreads such a
+disturbance over both libraries, and keeping the best round discards it, the same way for both.
 
 GPU: calls are queued in groups long enough (~1 ms) that launching and synchronising cost
 little, and the figure is the median per-call time over the groups. PyTorch's groups are timed
@@ -49,6 +54,20 @@ def time_cpu(fn, min_time: float, min_reps: int, warmup: int = 3) -> Timing:
         if len(times) >= 100_000:
             break
     return _timing(times)
+
+
+def interleaved(measures: dict, rounds: int) -> dict:
+    """Calls each of measures (name -> () -> Timing) once per round, in turn, `rounds` times;
+    returns name -> the Timing with the lowest median (its reps: all rounds' together)."""
+    results = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            results[name].append(measure())
+    best = {}
+    for name, timings in results.items():
+        pick = min(timings, key=lambda t: t.seconds)
+        best[name] = Timing(pick.seconds, sum(t.reps for t in timings), pick.spread)
+    return best
 
 
 def _sync_all():
@@ -145,8 +164,9 @@ def to_numpy(value) -> np.ndarray:
 def check_close(what: str, got, want, rtol: float, atol: float, magnitude=None) -> float:
     """Raises MismatchError unless |got - want| <= rtol |want| + atol * magnitude everywhere.
 
-    ``magnitude`` defaults to max|want| (so atol suits any scale); returns the largest absolute
-    difference. Sizes must match exactly (after flattening lists of arrays).
+    ``magnitude``: a number, arrays like ``want`` (one magnitude per element), or None for
+    max|want| (so atol suits any scale). Returns the largest absolute difference. Sizes must
+    match exactly (after flattening lists of arrays).
     """
     got, want = _flat(got), _flat(want)
     if got.shape != want.shape:
@@ -154,15 +174,17 @@ def check_close(what: str, got, want, rtol: float, atol: float, magnitude=None) 
     if not np.all(np.isfinite(got)):
         raise MismatchError(f"{what}: nanocnn's result has non-finite values")
     scale = float(np.abs(want).max()) if want.size else 0.0
-    if magnitude is not None:
+    if isinstance(magnitude, (list, tuple)):
+        scale = _flat(magnitude)
+    elif magnitude is not None:
         scale = float(magnitude)
     diff = np.abs(got - want)
-    bound = rtol * np.abs(want) + atol * (scale or 1.0)
+    bound = rtol * np.abs(want) + atol * np.maximum(scale, np.finfo(np.float32).tiny)
     if np.any(diff > bound):
         worst = int(np.argmax(diff - bound))
         raise MismatchError(f"{what}: nanocnn and PyTorch disagree: element {worst} is "
-                            f"{got[worst]:.6g} vs {want[worst]:.6g} (max abs diff "
-                            f"{diff.max():.3g}, largest |value| {scale:.3g})")
+                            f"{got[worst]:.6g} vs {want[worst]:.6g}, allowed difference "
+                            f"{bound[worst]:.3g} (max abs diff {diff.max():.3g})")
     return float(diff.max()) if diff.size else 0.0
 
 
