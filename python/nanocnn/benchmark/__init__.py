@@ -233,7 +233,8 @@ def main(argv=None) -> int:
     try:
         for device in devices:
             config = Config(device=device, min_time=args.min_time, min_reps=args.min_reps,
-                            rounds=args.rounds, batches=args.batches, train_batches=args.train_batches,
+                            rounds=args.rounds, batches=args.batches,
+                            train_batches=args.train_batches,
                             quick=args.quick)
             if args.only in (None, "ops"):
                 for threads in ([None] if device != "cpu" else args.threads):

@@ -30,8 +30,9 @@ import nanocnn as nc
 import nanocnn.functional as F
 
 from . import networks
-from .timing import (MismatchError, check_close, interleaved, quiet_padding_warning, set_tf32, time_cpu, time_gpu_nanocnn,
-                     time_gpu_torch)
+from .timing import (
+    MismatchError, check_close, interleaved, quiet_padding_warning,
+    set_tf32, time_cpu, time_gpu_nanocnn, time_gpu_torch)
 
 
 @dataclass

@@ -25,8 +25,9 @@ import numpy as np
 import nanocnn as nc
 
 from . import networks
-from .timing import (MismatchError, check_close, interleaved, quiet_padding_warning, set_tf32, time_cpu, time_gpu_nanocnn,
-                     time_gpu_torch)
+from .timing import (
+    MismatchError, check_close, interleaved, quiet_padding_warning,
+    set_tf32, time_cpu, time_gpu_nanocnn, time_gpu_torch)
 
 LEARNING_RATE = 0.01
 
