@@ -270,6 +270,8 @@ def _write(args, stem: str, result: dict, markdown: str, plot: bool = False) -> 
     if plot and report.plot_ops(result, paths["png"]):
         written.append(paths["png"])
     print("wrote " + ", ".join(written), flush=True)
+    if plot and len(written) == 2:
+        print("(no PNG plot: it needs matplotlib, pip install matplotlib)", flush=True)
 
 
 __all__ = ["main", "Config"]
