@@ -226,6 +226,10 @@ def main(argv=None) -> int:
         devices = ["cuda"] if args.device == "cuda" else ["cpu", "cuda"]
     if args.device == "cpu":
         devices = ["cpu"]
+    if "cuda" in devices and not hasattr(nc, "cuda_synchronize"):
+        print("nanocnn bench: this nanocnn has no nanocnn.cuda_synchronize, needed to time its "
+              "GPU kernels; benchmarking the CPU only", file=sys.stderr)
+        devices = ["cpu"]
     if "cuda" in devices:
         torch.backends.cudnn.benchmark = True  # PyTorch picks its fastest conv algorithms
 
