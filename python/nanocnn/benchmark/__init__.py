@@ -228,7 +228,10 @@ def main(argv=None) -> int:
         devices = ["cpu"]
     if "cuda" in devices and not hasattr(nc, "cuda_synchronize"):
         print("nanocnn bench: this nanocnn has no nanocnn.cuda_synchronize, needed to time its "
-              "GPU kernels; benchmarking the CPU only", file=sys.stderr)
+              "GPU kernels" + ("" if args.device == "cuda" else "; benchmarking the CPU only"),
+              file=sys.stderr)
+        if args.device == "cuda":
+            return 2
         devices = ["cpu"]
     if "cuda" in devices:
         torch.backends.cudnn.benchmark = True  # PyTorch picks its fastest conv algorithms
