@@ -30,6 +30,8 @@ using Pair = std::array<int64_t, 2>;
 
 // A numpy view of a host tensor's memory; the view keeps the tensor (and so its storage) alive.
 py::array host_view(const py::object& owner, const Tensor& t) {
+  NC_CHECK_TYPE(t.device().is_cpu(), "numpy(): this tensor is on ", t.device().str(),
+                "; call .to(\"cpu\") first (np.asarray(t) copies it to the host)");
   std::vector<py::ssize_t> shape(t.shape().begin(), t.shape().end());
   std::vector<py::ssize_t> strides(shape.size());
   py::ssize_t stride = sizeof(float);
@@ -61,9 +63,15 @@ void dlpack_capsule_destructor(PyObject* capsule) {
   if (managed != nullptr && managed->deleter != nullptr) managed->deleter(managed);
 }
 
+// A GPU tensor is exported after the device has finished every queued kernel, so a consumer on
+// any stream sees finished data. (The exported memory returns to nanocnn's allocator when the
+// consumer lets go; a consumer still using it on a stream other than the device's default
+// stream must synchronise before it lets go, as with any DLPack exchange.)
 py::object to_dlpack(const Tensor& t) {
-  NC_CHECK(t.device().is_cpu(), "__dlpack__: only CPU tensors can be exported so far, got ",
-           t.device().str());
+  if (t.device().is_cuda()) {
+    py::gil_scoped_release release;
+    synchronize(t.device());
+  }
   auto* exported = new DLPackExport{t, t.shape(), std::vector<int64_t>(t.shape().size()), {}};
   int64_t stride = 1;
   for (size_t i = exported->shape.size(); i-- > 0;) {
@@ -72,7 +80,8 @@ py::object to_dlpack(const Tensor& t) {
   }
   dlpack::ManagedTensor& m = exported->managed;
   m.dl_tensor.data = const_cast<float*>(t.data());
-  m.dl_tensor.device = {dlpack::kCPU, 0};
+  m.dl_tensor.device = t.device().is_cpu() ? dlpack::Device{dlpack::kCPU, 0}
+                                           : dlpack::Device{dlpack::kCUDA, t.device().index};
   m.dl_tensor.ndim = static_cast<int32_t>(exported->shape.size());
   m.dl_tensor.dtype = {dlpack::kFloat, 32, 1};
   m.dl_tensor.shape = exported->shape.data();
@@ -103,9 +112,13 @@ Tensor from_dlpack_capsule(const py::object& capsule) {
   auto* managed =
       static_cast<dlpack::ManagedTensor*>(PyCapsule_GetPointer(cap, dlpack::kCapsuleName));
   const dlpack::TensorView& v = managed->dl_tensor;
-  NC_CHECK(v.device.device_type == dlpack::kCPU || v.device.device_type == dlpack::kCUDAHost,
-           "from_dlpack: only CPU memory can be shared so far, got DLPack device type ",
-           v.device.device_type, " (use nanocnn.tensor() for a copy)");
+  const int32_t kind = v.device.device_type;
+  NC_CHECK(kind == dlpack::kCPU || kind == dlpack::kCUDAHost || kind == dlpack::kCUDA,
+           "from_dlpack: only CPU and CUDA memory can be shared, got DLPack device type ", kind,
+           " (use nanocnn.tensor() for a copy)");
+  const Device device = kind == dlpack::kCUDA ? Device{DeviceType::CUDA, v.device.device_id}
+                                              : Device{};
+  if (device.is_cuda()) allocator_for(device);  // ValueError unless that GPU is usable here
   NC_CHECK(v.dtype.code == dlpack::kFloat && v.dtype.bits == 32 && v.dtype.lanes == 1,
            "from_dlpack: nanocnn tensors are float32, got DLPack dtype code ", int(v.dtype.code),
            " with ", int(v.dtype.bits), " bits; use nanocnn.tensor() for a converting copy");
@@ -128,7 +141,7 @@ Tensor from_dlpack_capsule(const py::object& capsule) {
            "from_dlpack: the data is not aligned for float32");
   // Ownership moves to nanocnn: mark the capsule used, release through the producer's deleter.
   if (PyCapsule_SetName(cap, dlpack::kUsedCapsuleName) != 0) throw py::error_already_set();
-  return Tensor::borrow(data, shape, Device{}, [managed]() {
+  return Tensor::borrow(data, shape, device, [managed]() {
     if (managed->deleter == nullptr) return;
     // Producers such as NumPy release a Python object here: hold the GIL while they do.
     if (Py_IsInitialized()) {
@@ -188,16 +201,31 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
            })
       .def(
           "numpy", [](py::object self) { return host_view(self, self.cast<const Tensor&>()); },
-          "A numpy view of this (CPU) tensor's memory.")
+          "A numpy view of this (CPU) tensor's memory. On a GPU tensor: TypeError (call "
+          ".to(\"cpu\") first, or np.asarray(t), which copies).")
       .def(
           "__array__",
           [](py::object self, py::object dtype, py::object copy) {
             // NumPy 2's protocol: copy=True always copies, copy=False never does (ValueError
             // where a dtype conversion would need one), None copies only to convert.
-            py::array view = host_view(self, self.cast<const Tensor&>());
             py::module_ np = py::module_::import("numpy");
             const bool want_copy = !copy.is_none() && copy.cast<bool>();
             const bool no_copy = !copy.is_none() && !copy.cast<bool>();
+            const Tensor& t = self.cast<const Tensor&>();
+            if (t.device().is_cuda()) {
+              // A GPU tensor reaches numpy only as a copy in host memory.
+              NC_CHECK(!no_copy, "__array__: this tensor is on ", t.device().str(),
+                       " and needs a copy to the host, but copy=False");
+              Tensor on_host;
+              {
+                py::gil_scoped_release release;
+                on_host = t.to(Device{});
+              }
+              py::array view = host_view(py::cast(on_host), on_host);
+              if (dtype.is_none()) return view;
+              return py::array(np.attr("asarray")(view, dtype));
+            }
+            py::array view = host_view(self, t);
             const bool converts =
                 !dtype.is_none() && !np.attr("dtype")(dtype).equal(py::dtype::of<float>());
             NC_CHECK(!(no_copy && converts), "__array__: converting a float32 tensor to ",
@@ -235,6 +263,7 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
           [](const Tensor& t, const std::string& device) {
             const Device target = Device::parse(device);
             if (target == t.device()) return t;
+            py::gil_scoped_release release;
             return t.to(target);
           },
           py::arg("device"), "This tensor on `device` (itself if already there).")
@@ -242,12 +271,36 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
           "__dlpack__",
           [](const Tensor& t, py::object stream, py::object max_version, py::object dl_device,
              py::object copy) {
+            // stream: the consumer's stream. Export synchronises the whole device (see
+            // to_dlpack), which serves any stream.
+            const bool want_copy = !copy.is_none() && copy.cast<bool>();
             if (!dl_device.is_none()) {
               auto dev = dl_device.cast<std::pair<int, int>>();
-              NC_CHECK(dev.first == dlpack::kCPU, "__dlpack__: this tensor is on the CPU, got "
-                       "dl_device ", dev.first);
+              const Device wanted = dev.first == dlpack::kCPU ? Device{}
+                                    : dev.first == dlpack::kCUDA
+                                        ? Device{DeviceType::CUDA, dev.second}
+                                        : Device{DeviceType::CUDA, -1};
+              NC_CHECK(wanted.index >= 0, "__dlpack__: unsupported dl_device (", dev.first, ", ",
+                       dev.second, ")");
+              if (wanted != t.device()) {
+                NC_CHECK(want_copy, "__dlpack__: this tensor is on ", t.device().str(),
+                         ", dl_device asks for ", wanted.str(), "; pass copy=True to copy it");
+                Tensor moved;
+                {
+                  py::gil_scoped_release release;
+                  moved = t.to(wanted);
+                }
+                return to_dlpack(moved);
+              }
             }
-            if (!copy.is_none() && copy.cast<bool>()) return to_dlpack(t.to(t.device()));
+            if (want_copy) {
+              Tensor copied;
+              {
+                py::gil_scoped_release release;
+                copied = t.to(t.device());
+              }
+              return to_dlpack(copied);
+            }
             return to_dlpack(t);
           },
           py::kw_only(), py::arg("stream") = py::none(), py::arg("max_version") = py::none(),
@@ -285,6 +338,14 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
 
   m.def("from_dlpack_capsule", &from_dlpack_capsule, py::arg("capsule"),
         "A tensor over the memory behind a DLPack capsule (no copy).");
+  m.def(
+      "copy_to",
+      [](const Tensor& t, const std::string& device) {
+        const Device target = Device::parse(device);
+        py::gil_scoped_release release;
+        return t.to(target);
+      },
+      py::arg("t"), py::arg("device"), "A new tensor on `device` with t's values (always a copy).");
 
   // ---- machine -------------------------------------------------------------------------------
   m.def("host_cache_bytes", &host_cache_bytes);
@@ -292,8 +353,27 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
   m.def("get_num_threads", &get_num_threads);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("cuda_device_count", &cuda_device_count);
+  m.def("cuda_available", &cuda_available);
   m.def("cuda_unavailable_reason", &cuda_unavailable_reason);
   m.def("built_with_cuda", &built_with_cuda);
+  m.def("cuda_device_name", &cuda_device_name, py::arg("index"));
+  m.def(
+      "cuda_synchronize",
+      [](const std::string& device) {
+        const Device d = Device::parse(device);
+        NC_CHECK(d.is_cuda(), "cuda_synchronize: device must be \"cuda\" or \"cuda:N\", got \"",
+                 device, "\"");
+        allocator_for(d);  // ValueError unless that GPU is usable here
+        py::gil_scoped_release release;
+        synchronize(d);
+      },
+      py::arg("device") = "cuda");
+  m.def("cuda_memory_allocated", &cuda_memory_allocated, py::arg("index"));
+  m.def("cuda_memory_reserved", &cuda_memory_reserved, py::arg("index"));
+  m.def("release_cuda_cache", [] {
+    py::gil_scoped_release release;
+    release_cuda_cache();
+  });
   m.def("sgemm_isa", &cpu::sgemm_isa);
   m.def("sgemm_set_isa", &cpu::sgemm_set_isa, py::arg("name"));
 

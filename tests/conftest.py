@@ -61,6 +61,33 @@ TOL = {
     "sigmoid_binary_cross_entropy": dict(rtol=1e-5, atol=1e-6),  # dlogits
     "sigmoid_binary_cross_entropy_loss": dict(rtol=1e-6, atol=1e-6),  # the scalar loss
     "sgemm": dict(rtol=1e-5, atol=1e-6),
+    # sigmoid: one expf (<= 2 ulp) and one division; atol covers outputs that underflow to
+    # float32 denormals (x < -87), compared at magnitude max|y| <= 1.
+    "sigmoid": dict(rtol=1e-6, atol=1e-7),
+    # dy * y * (1 - y): three roundings (1 - y is exact for y >= 0.5).
+    "sigmoid_backward": dict(rtol=1e-6, atol=1e-7),
+    # exp of (x - max) per element, a sum over the row and one division: a few ulps plus the
+    # sum's rounding, which scales every element of the row alike.
+    "softmax": dict(rtol=1e-5, atol=1e-7),
+    # y * (dy - sum_j dy_j y_j): the dot product cancels against dy; magnitude per element is
+    # y * (|dy| + sum_j |dy_j| y_j) (helpers.softmax_backward_magnitude).
+    "softmax_backward": dict(rtol=1e-5, atol=1e-6),
+    # x * mask: one float32 multiplication, reproduced exactly by numpy.
+    "mul": dict(rtol=0.0, atol=0.0),
+    # An optimizer step against torch.optim in float64 on the same float32 parameters and
+    # gradients: a handful of float32 roundings per step, compounded over the steps taken;
+    # magnitude is max|param|. The acceptance bound (issue 3) is 1e-5 relative.
+    "optimizer_step": dict(rtol=1e-5, atol=1e-6),
+    # Whole models against equal torch.nn modules (float64): every layer stays inside its own
+    # bound above, and the errors pass through the later layers; compared at max|expected|.
+    "model_forward": dict(rtol=1e-5, atol=1e-5),
+    # Parameters after a few SGD steps of a whole model, compared at max|param| per tensor.
+    "model_train_step": dict(rtol=1e-5, atol=1e-5),
+    # GPU against CPU (test_cuda.py) uses the entries above where the two differ by a different
+    # exp() (CUDA's expf is within 2 ulps), summation order, or a multiply-add fused by nvcc: a
+    # few float32 ulps. relu, mul, dropout masks, max pooling and the counts must match bit for
+    # bit instead. An optimizer update on the GPU against the same update on the CPU:
+    "optimizer_update": dict(rtol=1e-5, atol=1e-6),
 }
 
 # Every op forward and backward must be at least as strict as the acceptance bound.
@@ -96,6 +123,10 @@ def device(request):
         reason = _cuda_skip_reason()
         if reason:
             pytest.skip(reason)
+        callspec = getattr(request.node, "callspec", None)
+        if callspec is not None and callspec.params.get("algo") == "reference":
+            pytest.skip("algo=\"reference\" runs the CPU reference loops only (test_cuda.py "
+                        "checks that it refuses GPU tensors)")
     return request.param
 
 

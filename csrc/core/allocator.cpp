@@ -9,6 +9,9 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#ifdef NANOCNN_WITH_CUDA
+#include "cuda/runtime.h"
+#endif
 
 namespace nanocnn {
 
@@ -132,10 +135,19 @@ void release_host_cache() { host_allocator().release_cache(); }
 
 Allocator* allocator_for(const Device& device) {
   if (device.is_cpu()) return cpu_allocator();
-  // GPU memory arrives with the CUDA backend; until then every tensor lives on the host.
+#ifdef NANOCNN_WITH_CUDA
+  return cuda::cuda_allocator(device.index);  // raises ValueError for an unusable device
+#else
   throw ValueError(detail::concat("device \"", device.str(), "\" is not supported: ",
                                   cuda_unavailable_reason()));
+#endif
 }
+
+#ifndef NANOCNN_WITH_CUDA
+size_t cuda_memory_allocated(int) { return 0; }
+size_t cuda_memory_reserved(int) { return 0; }
+void release_cuda_cache() {}
+#endif
 
 Storage::Storage(size_t bytes, Device device)
     : bytes_(bytes), device_(device), allocator_(allocator_for(device)) {

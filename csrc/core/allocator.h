@@ -44,6 +44,13 @@ Allocator* cpu_allocator();
 size_t host_cache_bytes();  // bytes held in the cache, free for reuse
 void release_host_cache();  // gives every cached block back to the system
 
+// GPU memory (cuda/allocator.cu): a caching allocator per device. Bytes held by live tensors,
+// and those plus the freed blocks kept for reuse (both 0 in a CPU-only build, or for a device
+// not used yet); release_cuda_cache() gives every cached block of every device back to CUDA.
+size_t cuda_memory_allocated(int index);
+size_t cuda_memory_reserved(int index);
+void release_cuda_cache();
+
 // The allocator for `device`; raises ValueError if that device is not available in this build
 // or on this machine.
 Allocator* allocator_for(const Device& device);

@@ -10,8 +10,13 @@ namespace nanocnn {
 
 int cuda_device_count() { return 0; }
 bool built_with_cuda() { return false; }
+bool cuda_available() { return false; }
 std::string cuda_unavailable_reason() {
   return "this nanocnn was built without CUDA (no nvcc was found, or NANOCNN_CUDA=OFF)";
+}
+std::string cuda_device_name(int index) {
+  throw ValueError(detail::concat("device \"cuda:", index, "\" is not supported: ",
+                                  cuda_unavailable_reason()));
 }
 
 // Only host memory exists in this build (Storage refuses other devices), so these are plain.

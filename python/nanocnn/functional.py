@@ -32,6 +32,12 @@ __all__ = [
     "max_pool2d_backward",
     "relu",
     "relu_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "softmax",
+    "softmax_backward",
+    "dropout",
+    "mul",
     "linear",
     "linear_backward",
     "softmax_cross_entropy",
@@ -305,6 +311,61 @@ def relu_backward(dy, y, *, algo: str = "fast") -> Tensor:
     return _C.relu_backward(_as_tensor(op, "dy", dy), _as_tensor(op, "y", y), algo)
 
 
+def sigmoid(x, *, algo: str = "fast") -> Tensor:
+    """1 / (1 + exp(-x)) element-wise, computed without overflow for large |x|."""
+    _check_algo("sigmoid", algo)
+    return _C.sigmoid(_as_tensor("sigmoid", "x", x), algo)
+
+
+def sigmoid_backward(dy, y, *, algo: str = "fast") -> Tensor:
+    """Gradient of sigmoid from its *output* y: dy * y * (1 - y)."""
+    op = "sigmoid_backward"
+    _check_algo(op, algo)
+    return _C.sigmoid_backward(_as_tensor(op, "dy", dy), _as_tensor(op, "y", y), algo)
+
+
+def softmax(x, *, algo: str = "fast") -> Tensor:
+    """Softmax over the last axis of x (N, C), i.e. ``torch.softmax(x, dim=1)``; stable (the
+    row maximum is subtracted first)."""
+    op = "softmax"
+    _check_algo(op, algo)
+    x = _as_tensor(op, "x", x)
+    _check_rank(op, "x", x, 2, "(N, C)")
+    return _C.softmax(x, algo)
+
+
+def softmax_backward(dy, y, *, algo: str = "fast") -> Tensor:
+    """Gradient of softmax from its *output* y (N, C): y * (dy - sum_j dy_j y_j) per row."""
+    op = "softmax_backward"
+    _check_algo(op, algo)
+    dy, y = _as_tensor(op, "dy", dy), _as_tensor(op, "y", y)
+    _check_rank(op, "y", y, 2, "(N, C)")
+    return _C.softmax_backward(dy, y, algo)
+
+
+def dropout(x, rate: float, seed: int, *, algo: str = "fast"):
+    """Inverted dropout: returns ``(y, mask)`` with y = x * mask, where each mask element is 0
+    with probability ``rate`` and 1 / (1 - rate) otherwise. The mask is a pure function of
+    (seed, element index), the same on every device and thread count. The backward pass is
+    ``dx = dy * mask`` (``mul(dy, mask)``)."""
+    op = "dropout"
+    _check_algo(op, algo)
+    x = _as_tensor(op, "x", x)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) \
+            or not 0.0 <= rate < 1.0:
+        raise ValueError(f"{op}: rate must be in [0, 1), got {rate!r}")
+    if not _is_int(seed) or not 0 <= seed < 2**64:
+        raise ValueError(f"{op}: seed must be an int in [0, 2**64), got {seed!r}")
+    mask = _C.dropout_mask(list(x.shape), float(rate), int(seed), x.device, algo)
+    return _C.mul(x, mask, algo), mask
+
+
+def mul(a, b, *, algo: str = "fast") -> Tensor:
+    """Element-wise product of two tensors of one shape."""
+    _check_algo("mul", algo)
+    return _C.mul(_as_tensor("mul", "a", a), _as_tensor("mul", "b", b), algo)
+
+
 # ---- dense --------------------------------------------------------------------------------------
 
 
@@ -351,7 +412,7 @@ def linear_backward(dy, x, w, *, algo: str = "fast"):
 
 
 def _class_ids(op: str, labels) -> np.ndarray:
-    array = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels)
+    array = np.asarray(labels)  # a GPU Tensor comes down as a copy; a CPU one as a view
     if array.dtype.kind in "iu":
         return array.astype(np.int64, copy=False)
     if array.dtype.kind == "f":
