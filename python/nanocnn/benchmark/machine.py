@@ -30,14 +30,16 @@ def usable_cores() -> int:
 
 def source_commit():
     """The git commit of the nanocnn source tree this runs from ("-dirty" if it has local
-    changes), or None for an installed package outside a checkout."""
+    changes outside bench/results), or None for an installed package outside a checkout."""
     here = os.path.dirname(os.path.abspath(nc.__file__))
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
                                 capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # Result files written by earlier runs do not make the code "dirty".
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ":/", ":(exclude,top)bench/results"],
                                cwd=here, capture_output=True, text=True, timeout=10).stdout
         return commit.stdout.strip() + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):

@@ -148,9 +148,11 @@ def check_models(what: str, model, runners: dict, weights: list, x, y) -> float:
     weight tensor must agree with every PyTorch variant's (all start from `weights`); raises
     MismatchError otherwise. Returns the largest absolute difference.
 
-    The updates are compared tensor by tensor at 1e-3 of the tensor's largest update: a weight's
-    gradient can sum millions of float32 products (the first conv's, at batch 256), and PyTorch's
-    own rounding there reaches ~4e-5 of the largest gradient; a wrong gradient is off by far
+    The updates (weights after - before) are compared tensor by tensor, allowing 1e-3 of the
+    tensor's largest update plus 4 float32 roundings of the weight itself: a weight's gradient
+    can sum millions of float32 products (the first conv's, at batch 256), where PyTorch's own
+    rounding reaches ~4e-5 of the largest gradient, and an update far smaller than its weight is
+    only known to the weight's last bits after the addition. A wrong gradient is off by far
     more."""
     worst = 0.0
     got = model.predict_on_batch(x)
@@ -164,8 +166,11 @@ def check_models(what: str, model, runners: dict, weights: list, x, y) -> float:
         worst = max(worst, check_close(f"{what} loss ({layout})", [loss],
                                        [runner.train_on_batch(x, y)], 1e-4, 1e-6))
         for i, (mine, after, before) in enumerate(zip(updates, runner.weights(), weights)):
+            theirs = after.astype(np.float64) - before
+            # atol * magnitude = 1e-3 * max|update| + 4 * eps32 * |weight|, element by element
+            magnitude = np.abs(theirs).max() + 4e3 * np.finfo(np.float32).eps * np.abs(before)
             worst = max(worst, check_close(f"{what} update of weight tensor {i} ({layout})",
-                                           mine, after.astype(np.float64) - before, 1e-3, 1e-3))
+                                           mine, theirs, 1e-3, 1e-3, magnitude=[magnitude]))
     return worst
 
 
