@@ -55,16 +55,17 @@ if [ "${NO_SANITIZER:-0}" != 1 ] && command -v compute-sanitizer >/dev/null; the
   done
 fi
 
-start=$SECONDS
-if "$py" bench/ops.py --device cuda --json "$out/ops-gpu.json" --markdown "$out/ops-gpu.md" \
-    >"$out/bench-ops.log" 2>&1; then
-  note "bench/ops.py on the GPU: ok ($((SECONDS - start)) s), table in ops-gpu.md"
-else
-  tail -30 "$out/bench-ops.log"
-  note "bench/ops.py on the GPU: FAILED (see bench-ops.log)"
-fi
+for kind in ops train; do
+  start=$SECONDS
+  if "$py" bench/$kind.py --device cuda --out "$out" >"$out/bench-$kind.log" 2>&1; then
+    note "bench/$kind.py on the GPU: ok ($((SECONDS - start)) s), table in $kind-cuda.md"
+  else
+    tail -30 "$out/bench-$kind.log"
+    note "bench/$kind.py on the GPU: FAILED (see bench-$kind.log)"
+  fi
+done
 
 echo
 echo "================ summary ================"
 printf '%s\n' "${summary[@]}"
-[ -f "$out/ops-gpu.md" ] && cat "$out/ops-gpu.md"
+for f in "$out/ops-cuda.md" "$out/train-cuda.md"; do if [ -f "$f" ]; then cat "$f"; fi; done

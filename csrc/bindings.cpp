@@ -18,6 +18,7 @@
 #include "core/parallel.h"
 #include "core/tensor.h"
 #include "cpu/gemm.h"
+#include "cpu/peak.h"
 #include "ops.h"
 
 namespace py = pybind11;
@@ -385,6 +386,26 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
   });
   m.def("sgemm_isa", &cpu::sgemm_isa);
   m.def("sgemm_set_isa", &cpu::sgemm_set_isa, py::arg("name"));
+
+  // ---- measured machine peak (for nanocnn.benchmark; see cpu/peak.cpp) --------------------------
+  m.def(
+      "cpu_peak_gflops",
+      [](int threads, double seconds) {
+        py::gil_scoped_release release;
+        return cpu::peak_fma_gflops(threads, seconds);
+      },
+      py::arg("threads"), py::arg("seconds") = 0.2,
+      "FP32 FMA throughput in GFLOP/s of `threads` threads running at once (measured).");
+  m.def("cpu_peak_isa", &cpu::peak_fma_isa, "The ISA cpu_peak_gflops uses.");
+  m.def(
+      "cpu_copy_gbs",
+      [](int threads, int64_t bytes, double seconds) {
+        py::gil_scoped_release release;
+        return cpu::peak_copy_gbs(threads, bytes, seconds);
+      },
+      py::arg("threads"), py::arg("bytes") = int64_t{256} << 20, py::arg("seconds") = 0.2,
+      "Memory bandwidth (read + write) in GB/s of y = x + 1 over `bytes`, best pass (measured).");
+  // ---- end of measured machine peak -------------------------------------------------------------
 
   // C = alpha * op(A) @ op(B) + beta * C on 2-D host tensors, in place (for tests and benches).
   m.def(
