@@ -16,10 +16,10 @@ pytest.importorskip("torch")
 
 TINY = networks.Net("tiny", (3, 8, 8), (networks.Conv(4, 2, "same"), networks.Pool(2),
                                         networks.Conv(5, 3, "valid"), networks.Dense(6),
-                                        networks.Dense(3)), "softmax")
+                                        networks.Dense(3)), "softmax", seed_batch=4)
 TINY_BINARY = networks.Net("tiny_binary", (2, 6, 6), (networks.Conv(3, 3, "valid"),
                                                       networks.Pool(2), networks.Dense(1)),
-                           "sigmoid")
+                           "sigmoid", seed_batch=2)
 PEAK = {"gflops": 100.0, "gbs": 10.0}  # a stand-in; the real one is measured in test_cpu_peak
 
 

@@ -68,8 +68,9 @@ def parse_args(argv):
                    help="batch sizes of the op benchmark (default 1,32,256; --quick has its "
                         "own)")
     p.add_argument("--train-batches", type=_ints, default=(32, 256),
-                   help="batch sizes of the end-to-end benchmark (default 32,256; --quick has "
-                        "its own)")
+                   help="batch sizes of the end-to-end benchmark, besides each network's "
+                        "tutorial batch size (CIFAR 64, cats-vs-dogs 20) (default 32,256; "
+                        "--quick has its own)")
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds of timed calls per library and row, at least, over all rounds "
                         "(default 0.3; quick 0.03)")

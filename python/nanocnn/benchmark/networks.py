@@ -40,6 +40,7 @@ class Net:
     input_chw: tuple  # (C, H, W)
     layers: tuple  # Conv / Pool / Dense, in order; Flatten is implied before the first Dense
     loss: str  # "softmax" (categorical cross-entropy) | "sigmoid" (binary cross-entropy)
+    seed_batch: int  # the batch size the network is trained with in its tutorial
 
     @property
     def classes(self) -> int:
@@ -48,11 +49,12 @@ class Net:
 
 CIFAR = Net("cifar", (3, 32, 32),
             (Conv(16, 2, "same"), Pool(2), Conv(32, 2, "same"), Pool(2), Conv(64, 2, "same"),
-             Pool(2), Dense(500), Dense(10)), "softmax")
+             Pool(2), Dense(500), Dense(10)), "softmax", seed_batch=64)
 
 CATS_VS_DOGS = Net("cats_vs_dogs", (3, 150, 150),
                    (Conv(16, 3, "valid"), Pool(2), Conv(32, 3, "valid"), Pool(2),
-                    Conv(64, 3, "valid"), Pool(2), Dense(512), Dense(1)), "sigmoid")
+                    Conv(64, 3, "valid"), Pool(2), Dense(512), Dense(1)), "sigmoid",
+                   seed_batch=20)
 
 NETS = {net.name: net for net in (CIFAR, CATS_VS_DOGS)}
 
