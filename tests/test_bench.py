@@ -196,3 +196,22 @@ def test_end_to_end_rows_on_tiny_networks():
                                   "machine": {"nanocnn": "x", "torch": "y", "cpu": "c",
                                               "cores": 1, "commit": None},
                                   "peak": {"how": "h", "gflops": 1.0}}).count("| tiny") == 4
+
+
+@pytest.mark.skipif(not hasattr(nc, "Sequential"), reason="needs nanocnn's model API")
+def test_end_to_end_check_rejects_a_wrong_weight_update():
+    model_t = train.torch_model(TINY)
+    weights = [p.detach().numpy().copy() for p in model_t.parameters()]
+    x, y = train.make_batch(TINY, 4, np.random.default_rng(1))
+    runners = {"nchw": train.TorchRunner(TINY, weights, "cpu", "nchw")}
+
+    def model_with(lr_scale):
+        model = train.nanocnn_model(TINY, "cpu")
+        model.set_weights(weights)
+        model.optimizer.learning_rate *= lr_scale
+        return model
+
+    assert train.check_models("tiny", model_with(1.0), runners, weights, x, y) < 1e-3
+    runners = {"nchw": train.TorchRunner(TINY, weights, "cpu", "nchw")}
+    with pytest.raises(MismatchError, match="update of weight tensor"):
+        train.check_models("tiny", model_with(1.01), runners, weights, x, y)  # 1% too large

@@ -148,12 +148,15 @@ def check_models(what: str, model, runners: dict, weights: list, x, y) -> float:
     weight tensor must agree with every PyTorch variant's (all start from `weights`); raises
     MismatchError otherwise. Returns the largest absolute difference.
 
-    The updates (weights after - before) are compared tensor by tensor, allowing 1e-3 of the
-    tensor's largest update plus 4 float32 roundings of the weight itself: a weight's gradient
-    can sum millions of float32 products (the first conv's, at batch 256), where PyTorch's own
-    rounding reaches ~4e-5 of the largest gradient, and an update far smaller than its weight is
-    only known to the weight's last bits after the addition. A wrong gradient is off by far
-    more."""
+    The updates (weights after - before) are compared tensor by tensor as a whole: the norm of
+    the difference must stay within 1e-3 of the norm of PyTorch's update (plus 4 float32
+    roundings of the weights, below which an update small against its weight is not known).
+    Not element by element: float32 rounding differences of ~1e-7 flip the odd ReLU whose input
+    is within that of zero, or the odd max-pooling tie, and such a flip moves single elements of
+    a deep layer's gradient by a few percent of the largest one, as legitimately on one side as
+    on the other (seen on the cats-vs-dogs network at batch 32). A wrong gradient is off by
+    far more than 1e-3 of the whole."""
+    eps32 = float(np.finfo(np.float32).eps)
     worst = 0.0
     got = model.predict_on_batch(x)
     for layout, runner in runners.items():
@@ -167,10 +170,14 @@ def check_models(what: str, model, runners: dict, weights: list, x, y) -> float:
                                        [runner.train_on_batch(x, y)], 1e-4, 1e-6))
         for i, (mine, after, before) in enumerate(zip(updates, runner.weights(), weights)):
             theirs = after.astype(np.float64) - before
-            # atol * magnitude = 1e-3 * max|update| + 4 * eps32 * |weight|, element by element
-            magnitude = np.abs(theirs).max() + 4e3 * np.finfo(np.float32).eps * np.abs(before)
-            worst = max(worst, check_close(f"{what} update of weight tensor {i} ({layout})",
-                                           mine, theirs, 1e-3, 1e-3, magnitude=[magnitude]))
+            error = np.linalg.norm(mine - theirs)
+            bound = 1e-3 * np.linalg.norm(theirs) + 4 * eps32 * np.linalg.norm(before)
+            if not error <= bound:
+                raise MismatchError(
+                    f"{what} update of weight tensor {i} ({layout}): nanocnn and PyTorch "
+                    f"disagree: |difference| = {error:.3g} against |update| = "
+                    f"{np.linalg.norm(theirs):.3g} (allowed {bound:.3g})")
+            worst = max(worst, float(np.abs(mine - theirs).max()))
     return worst
 
 
