@@ -149,13 +149,15 @@ def check_models(what: str, model, runners: dict, weights: list, x, y) -> float:
     MismatchError otherwise. Returns the largest absolute difference.
 
     The updates (weights after - before) are compared tensor by tensor as a whole: the norm of
-    the difference must stay within 1e-3 of the norm of PyTorch's update (plus 4 float32
+    the difference must stay within 1e-2 of the norm of PyTorch's update (plus 4 float32
     roundings of the weights, below which an update small against its weight is not known).
-    Not element by element: float32 rounding differences of ~1e-7 flip the odd ReLU whose input
-    is within that of zero, or the odd max-pooling tie, and such a flip moves single elements of
-    a deep layer's gradient by a few percent of the largest one, as legitimately on one side as
-    on the other (seen on the cats-vs-dogs network at batch 32). A wrong gradient is off by
-    far more than 1e-3 of the whole."""
+    Not element by element, and not tighter: float32 rounding differences of ~1e-7 flip the odd
+    ReLU whose input is within that of zero, or the odd max-pooling tie, and a flip moves single
+    elements of a deep layer's gradient by a few percent of the largest one, as legitimately on
+    one side as on the other; a bias gradient that sums 37,000 values of either sign (the
+    cats-vs-dogs network's third conv at batch 32) cancels to ~1e-3 of its terms, where such
+    differences reach 1.5e-3 of the update. A wrong gradient is off by far more; the ops
+    themselves are checked to float32 rounding by the test suite."""
     eps32 = float(np.finfo(np.float32).eps)
     worst = 0.0
     got = model.predict_on_batch(x)
@@ -171,7 +173,7 @@ def check_models(what: str, model, runners: dict, weights: list, x, y) -> float:
         for i, (mine, after, before) in enumerate(zip(updates, runner.weights(), weights)):
             theirs = after.astype(np.float64) - before
             error = np.linalg.norm(mine - theirs)
-            bound = 1e-3 * np.linalg.norm(theirs) + 4 * eps32 * np.linalg.norm(before)
+            bound = 1e-2 * np.linalg.norm(theirs) + 4 * eps32 * np.linalg.norm(before)
             if not error <= bound:
                 raise MismatchError(
                     f"{what} update of weight tensor {i} ({layout}): nanocnn and PyTorch "
