@@ -46,6 +46,22 @@ def test_file_is_plain_safetensors_in_pytorch_layout(tmp_path):
     np.testing.assert_array_equal(tensors["dense.kernel"], model.get_weights()[6])
 
 
+def test_extra_metadata_is_kept_and_cannot_override_ours(trained, tmp_path):
+    from safetensors import safe_open
+
+    model, x, _ = trained
+    path = tmp_path / "model.safetensors"
+    model.save(path, metadata={"labels": "cat,dog"})
+    with safe_open(str(path), framework="numpy") as f:
+        assert f.metadata()["labels"] == "cat,dog" and f.metadata()["format"] == "nanocnn"
+    np.testing.assert_array_equal(nc.load_model(path).predict(x), model.predict(x))
+    with pytest.raises(ValueError, match="reserved"):
+        model.save(tmp_path / "other.safetensors", metadata={"format": "mine"})
+    with pytest.raises(TypeError, match="str to str"):
+        model.save(tmp_path / "other.safetensors", metadata={"n": 3})
+    assert not (tmp_path / "other.safetensors").exists()
+
+
 def test_optimizer_state_resumes_training_exactly(trained, tmp_path):
     model, x, y = trained
     model.save(tmp_path / "ckpt.safetensors")

@@ -196,27 +196,12 @@ def train(args) -> int:
     seconds = time.perf_counter() - start
     result = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
     accuracy = float(result[1] if isinstance(result, (list, tuple)) else result)
-    model.save(args.output)
-    _add_metadata(args.output, {"class_names": list(class_names),
-                                "input_shape": list(x_train.shape[1:]), "rescale": rescale})
+    info = {"class_names": list(class_names), "input_shape": list(x_train.shape[1:]),
+            "rescale": rescale}
+    model.save(args.output, metadata={META_KEY: json.dumps(info)})
     print(f"test accuracy {accuracy:.4f} ({len(x_test)} images) after {args.epochs} epochs "
           f"in {seconds:.1f} s; saved {args.output}")
     return 0
-
-
-def _add_metadata(path, info):
-    """Adds ``info`` (JSON) to a safetensors file's metadata, rewriting it atomically."""
-    from safetensors import safe_open
-    from safetensors.numpy import save
-
-    with safe_open(path, framework="numpy") as f:
-        meta = dict(f.metadata() or {})
-        tensors = {key: f.get_tensor(key) for key in f.keys()}
-    meta[META_KEY] = json.dumps(info)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as out:
-        out.write(save(tensors, metadata=meta))
-    os.replace(tmp, path)
 
 
 # ---- predict ----------------------------------------------------------------------------------

@@ -916,14 +916,15 @@ class Sequential:
             model.add(layers_module.get(layer_config))
         return model
 
-    def save(self, filepath, include_optimizer: bool = True) -> None:
+    def save(self, filepath, include_optimizer: bool = True, metadata=None) -> None:
         """Writes the model to one safetensors file: weights (PyTorch layouts, named
         "<layer>.kernel" / "<layer>.bias"), the architecture and compile settings as JSON in its
-        metadata and, with ``include_optimizer``, the optimizer state to resume training. The
-        write is atomic: a crash mid-save leaves any previous file at that path untouched.
-        Read it back with ``nc.load_model(filepath)``."""
+        metadata and, with ``include_optimizer``, the optimizer state to resume training.
+        ``metadata`` (str -> str) adds entries of your own to the file's metadata. The write is
+        atomic: a crash mid-save leaves any previous file at that path untouched. Read it back
+        with ``nc.load_model(filepath)``."""
         from .saving import save_model
-        save_model(self, filepath, include_optimizer=include_optimizer)
+        save_model(self, filepath, include_optimizer=include_optimizer, metadata=metadata)
 
     def save_weights(self, filepath) -> None:
         """``save(filepath, include_optimizer=False)``; load with ``load_weights``."""

@@ -9,7 +9,8 @@ File contents (format version 1):
   "model_config" (JSON: the Sequential's layers and input shape), "weights" (JSON: the weight
   tensor names in model order), "compile_config" (JSON: loss, metrics, optimizer with its
   iteration count) when the model was compiled, "optimizer_state" = "1" when the optimizer
-  state is included.
+  state is included; plus any ``metadata=`` entries the caller adds (``nanocnn train`` records
+  the class names and input scaling there for ``nanocnn predict``).
 
 Any safetensors reader opens the file (``safetensors.torch.load_file`` gives PyTorch tensors
 for an equal ``torch.nn`` module). Saving is atomic: the bytes go to a temporary file in the
@@ -106,12 +107,18 @@ def atomic_write(path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def save_model(model, filepath, include_optimizer: bool = True) -> None:
-    """``model.save(filepath, include_optimizer)``: see the module doc."""
+def save_model(model, filepath, include_optimizer: bool = True, metadata=None) -> None:
+    """``model.save(filepath, include_optimizer, metadata)``: see the module doc."""
     import safetensors.numpy
 
     model._require_built("save")
     tensors, meta = _metadata(model, include_optimizer)
+    for key, value in (metadata or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"save: metadata must map str to str, got {key!r}: {value!r}")
+        if key in meta:
+            raise ValueError(f"save: metadata key {key!r} is reserved for nanocnn's own entries")
+        meta[key] = value
     atomic_write(filepath, safetensors.numpy.save(tensors, metadata=meta))
 
 

@@ -209,12 +209,12 @@ def train_markdown(result: dict) -> str:
 
 
 def write_text(path: str, text: str) -> None:
-    """Writes through a temporary file, so a crash never leaves half a result file."""
+    """Writes atomically (nanocnn.saving.atomic_write), so a crash never leaves half a result
+    file."""
+    from ..saving import atomic_write
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text.encode())
 
 
 def write_json(path: str, data: dict) -> None:
