@@ -431,26 +431,33 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
   m.def(
       "conv2d",
       [](const Tensor& x, const Tensor& w, const std::optional<Tensor>& b, Pair stride,
-         Pair padding, Pair dilation, Pair out_size, const std::string& algo) {
+         Pair padding, Pair dilation, Pair out_size, const std::string& algo, bool relu) {
         const Algo a = parse_algo(algo);
         py::gil_scoped_release release;
         return conv2d(x, w, optional_tensor(b), conv_geometry(stride, padding, dilation, out_size),
-                      a);
+                      a, relu);
       },
       py::arg("x"), py::arg("w"), py::arg("b"), py::arg("stride"), py::arg("padding"),
-      py::arg("dilation"), py::arg("out_size"), py::arg("algo") = "fast");
+      py::arg("dilation"), py::arg("out_size"), py::arg("algo") = "fast",
+      py::arg("relu") = false);
   m.def(
       "conv2d_backward",
       [](const Tensor& dy, const Tensor& x, const Tensor& w, Pair stride, Pair padding,
-         Pair dilation, Pair out_size, const std::string& algo) {
+         Pair dilation, Pair out_size, const std::string& algo,
+         const std::optional<Tensor>& relu_y, bool input_grad) {
         const Algo a = parse_algo(algo);
-        py::gil_scoped_release release;
-        Conv2dGrads g =
-            conv2d_backward(dy, x, w, conv_geometry(stride, padding, dilation, out_size), a);
-        return std::make_tuple(g.dx, g.dw, g.db);
+        Conv2dGrads g;
+        {
+          py::gil_scoped_release release;
+          g = conv2d_backward(dy, x, w, conv_geometry(stride, padding, dilation, out_size), a,
+                              optional_tensor(relu_y), input_grad);
+        }
+        py::object dx = g.dx.defined() ? py::cast(g.dx) : py::none();
+        return py::make_tuple(dx, g.dw, g.db);
       },
       py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("stride"), py::arg("padding"),
-      py::arg("dilation"), py::arg("out_size"), py::arg("algo") = "fast");
+      py::arg("dilation"), py::arg("out_size"), py::arg("algo") = "fast",
+      py::arg("relu_y") = py::none(), py::arg("input_grad") = true);
   m.def(
       "max_pool2d",
       [](const Tensor& x, Pair kernel, Pair stride, Pair padding, Pair out_size,

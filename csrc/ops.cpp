@@ -164,29 +164,54 @@ void check_bias(const Tensor& b, int64_t n, const char* op, const Tensor& w, con
 // ---- conv2d --------------------------------------------------------------------------------
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeometry& g,
-              Algo algo) {
+              Algo algo, bool relu) {
   const Conv2dShape s = conv_shape("conv2d", x, w, g);
   check_bias(b, s.K, "conv2d", w, x);
   const Backend backend = backend_for(x, algo, "conv2d");
   Tensor y = Tensor::empty({s.N, s.K, g.out_h, g.out_w}, x.device());
   const float* bias = b.defined() ? b.data() : nullptr;
+  if (backend == Backend::Cpu) {
+    cpu::conv2d_forward_fused(s, x.data(), w.data(), bias, relu, y.data());
+    return y;
+  }
+  // Elsewhere the ReLU is its own pass over y, in place.
   NC_DISPATCH(backend, conv2d_forward, s, x.data(), w.data(), bias, y.data());
+  if (relu) NC_DISPATCH(backend, relu_forward, y.numel(), y.data(), y.data());
   return y;
 }
 
 Conv2dGrads conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
-                            const Conv2dGeometry& g, Algo algo) {
+                            const Conv2dGeometry& g, Algo algo, const Tensor& relu_y,
+                            bool input_grad) {
   const Conv2dShape s = conv_shape("conv2d_backward", x, w, g);
   check_rank(dy, 4, "conv2d_backward", "dy", "(N, K, P, Q)");
   check_same_device(dy, x, "conv2d_backward", "dy", "x");
   const Shape y_shape{s.N, s.K, g.out_h, g.out_w};
   NC_CHECK(dy.shape() == y_shape, "conv2d_backward: dy must have the output's shape ",
            shape_str(y_shape), ", got ", shape_str(dy.shape()));
+  if (relu_y.defined()) {
+    check_same_device(relu_y, x, "conv2d_backward", "relu_y", "x");
+    NC_CHECK(relu_y.shape() == y_shape, "conv2d_backward: relu_y must have the output's shape ",
+             shape_str(y_shape), ", got ", shape_str(relu_y.shape()));
+  }
   const Backend backend = backend_for(x, algo, "conv2d_backward");
   Conv2dGrads grads{Tensor::empty(x.shape(), x.device()), Tensor::empty(w.shape(), x.device()),
                     Tensor::empty({s.K}, x.device())};
-  NC_DISPATCH(backend, conv2d_backward, s, dy.data(), x.data(), w.data(), grads.dx.data(),
-              grads.dw.data(), grads.db.data());
+  if (backend == Backend::Cpu) {
+    cpu::conv2d_backward_fused(s, dy.data(), relu_y.defined() ? relu_y.data() : nullptr,
+                               x.data(), w.data(), input_grad ? grads.dx.data() : nullptr,
+                               grads.dw.data(), grads.db.data());
+  } else {
+    // Elsewhere: the ReLU backward as its own pass, and dx computed anyway (then dropped).
+    Tensor masked = dy;
+    if (relu_y.defined()) {
+      masked = Tensor::empty(dy.shape(), dy.device());
+      NC_DISPATCH(backend, relu_backward, dy.numel(), dy.data(), relu_y.data(), masked.data());
+    }
+    NC_DISPATCH(backend, conv2d_backward, s, masked.data(), x.data(), w.data(), grads.dx.data(),
+                grads.dw.data(), grads.db.data());
+  }
+  if (!input_grad) grads.dx = Tensor();
   return grads;
 }
 

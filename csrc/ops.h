@@ -54,12 +54,18 @@ struct LossAndGrad {
   Tensor dlogits;  // d loss / d logits, same shape as logits
 };
 
-// x is (N,C,H,W), w is (K,C,R,S), b is (K) or undefined; returns y (N,K,P,Q).
+// x is (N,C,H,W), w is (K,C,R,S), b is (K) or undefined; returns y (N,K,P,Q), or relu(y) when
+// `relu` (fused into the output pass on the CPU).
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeometry& g,
-              Algo algo);
+              Algo algo, bool relu = false);
 // dy is (N,K,P,Q); returns dx (N,C,H,W), dw (K,C,R,S), db (K).
+// relu_y (optional, the output of conv2d(..., relu=true)): dy is first masked to dy * (relu_y > 0),
+// i.e. the gradient flows back through the fused ReLU too.
+// input_grad = false leaves dx undefined and skips its work where the backend can (the first layer
+// of a network needs no input gradient).
 Conv2dGrads conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
-                            const Conv2dGeometry& g, Algo algo);
+                            const Conv2dGeometry& g, Algo algo, const Tensor& relu_y = Tensor(),
+                            bool input_grad = true);
 
 // x is (N,C,H,W); returns y (N,C,P,Q).
 Tensor max_pool2d(const Tensor& x, const Pool2dGeometry& g, Algo algo);

@@ -275,3 +275,65 @@ def test_conv2d_nan_propagates_to_the_outputs_it_touches(stride, padding, dilati
     np.testing.assert_array_equal(np.isnan(dw), np.isnan(dw_t))
     dx_m = conv2d_magnitude(x, w, np.zeros(4, np.float32), stride, padding, dilation, dy)[1]
     assert_close(dx, dx_t, "conv2d_backward", dx_m)
+
+
+# ---- the CPU's two algorithms, and the fused ReLU / skipped input gradient ----------------------
+# On an AVX-512 CPU, stride-1 undilated convolutions take the direct path (conv2d.cpp); forcing
+# another ISA sends them through im2col + GEMM, which other CPUs use, so both are checked here.
+
+
+@pytest.mark.parametrize("isa", ["avx2", "generic"])
+@pytest.mark.parametrize("case", CASES + CIFAR_CASES[:1], ids=_ids(CASES + CIFAR_CASES[:1]))
+def test_conv2d_im2col_path_matches_torch(case, isa, rng):
+    try:
+        nc._C.sgemm_set_isa(isa)
+    except ValueError as err:
+        pytest.skip(f"{isa} not supported here: {err}")
+    x, w, b, stride, padding, dilation = _make(rng, case)
+    _check_forward(x, w, b, stride, padding, dilation, "cpu", "fast")
+    _check_backward(rng, x, w, stride, padding, dilation, "cpu", "fast")
+
+
+def _fused_case(rng, case, device, algo):
+    x, w, b, stride, padding, dilation = _make(rng, case)
+    if b is None:
+        b = np.zeros(w.shape[0], np.float32)
+    geometry = F._Conv2dGeometry("conv2d", x.shape, w.shape, stride, padding, dilation).args()
+    xn, wn, bn = (nc.tensor(a, device=device) for a in (x, w, b))
+    y = nc._C.conv2d(xn, wn, bn, *geometry, algo, True)
+    expected = np.maximum(torch_conv2d(x, w, b, stride, padding, dilation), 0)
+    assert_close(y, expected, "conv2d", conv2d_magnitude(x, w, b, stride, padding, dilation))
+    assert (host(y) >= 0).all()
+    return x, w, b, stride, padding, dilation, geometry, xn, wn, y
+
+
+@pytest.mark.parametrize("algo", ["fast", "reference"])
+@pytest.mark.parametrize("case", CASES + CIFAR_CASES, ids=_ids(CASES + CIFAR_CASES))
+def test_conv2d_fused_relu_and_skipped_input_grad(case, algo, device, rng):
+    if algo == "reference" and case in CIFAR_CASES:
+        pytest.skip("the reference loops are too slow at batch 64")
+    x, w, b, stride, padding, dilation, geometry, xn, wn, y = _fused_case(rng, case, device, algo)
+    dy = randn(rng, tuple(y.shape))
+    # The gradient through the fused ReLU, with the mask of *this* output (torch's float64 output
+    # may differ in sign where it is within rounding of 0).
+    masked = dy * (host(y) > 0)
+    _, dx_t, dw_t, db_t = torch_conv2d(x, w, b, stride, padding, dilation, masked)
+    _, dx_m, dw_m, db_m = conv2d_magnitude(x, w, b, stride, padding, dilation, masked)
+    dyn = nc.tensor(dy, device=device)
+    for input_grad in (True, False):
+        dx, dw, db = nc._C.conv2d_backward(dyn, xn, wn, *geometry, algo, y, input_grad)
+        if input_grad:
+            assert_close(dx, dx_t, "conv2d_backward", dx_m, err_msg="dx")
+        else:
+            assert dx is None
+        assert_close(dw, dw_t, "conv2d_backward", dw_m, err_msg="dw")
+        assert_close(db, db_t, "conv2d_backward", db_m, err_msg="db")
+
+
+def test_conv2d_backward_checks_relu_y(rng):
+    x, w = randn(rng, (2, 3, 6, 6)), randn(rng, (4, 3, 3, 3))
+    geometry = F._Conv2dGeometry("conv2d", x.shape, w.shape, 1, 1, 1).args()
+    dy = nc.tensor(randn(rng, (2, 4, 6, 6)))
+    with pytest.raises(ValueError, match=r"relu_y must have the output's shape \(2, 4, 6, 6\)"):
+        nc._C.conv2d_backward(dy, nc.tensor(x), nc.tensor(w), *geometry, "fast",
+                              nc.tensor(randn(rng, (2, 4, 6, 5))), True)

@@ -12,10 +12,13 @@ namespace nanocnn {
 
 // The slots, one per use, so that buffers a kernel holds at the same time never collide.
 enum ScratchSlot : int {
-  kScratchColumns = 0,         // conv2d: im2col columns of one image
+  kScratchColumns = 0,         // conv2d: im2col columns of one image; direct: padded images
   kScratchWeightPartials = 1,  // conv2d backward: per-chunk partial weight gradients
-  kScratchColumnGrads = 2,     // conv2d backward: gradient of the columns before col2im
-  kScratchSlots = 4,
+  kScratchColumnGrads = 2,     // conv2d backward: gradient of the columns before col2im;
+                               // direct: the output gradients of a chunk as flat rows
+  kScratchFlatOutput = 3,      // direct conv2d: one image's output on the flat padded grid
+  kScratchPaddedGrads = 4,     // direct conv2d backward: one image's padded output gradient
+  kScratchSlots = 5,
 };
 
 // A 64-byte-aligned buffer of at least `count` floats, owned by the calling thread.

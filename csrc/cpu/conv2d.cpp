@@ -1,7 +1,29 @@
 // conv2d.cpp: 2-D convolution on the CPU, forward and backward.
 //
 // Layout: x is (N,C,H,W), w is (K,C,R,S), y is (N,K,P,Q), all NCHW / row-major.
-// Algorithm: im2col + GEMM, one image at a time.
+//
+// Two algorithms, chosen per call:
+//
+// 1. Direct (stride 1, dilation 1, padding below the kernel size on every side -- every Keras
+//    "same"/"valid" conv -- on an AVX-512 CPU). No im2col: each image is copied once into a
+//    zero-padded (C, Hp, Wp) buffer and read as a "flat padded grid" (conv_kernels.h): output
+//    pixel (p, q) is position i = p*Wp + q, and its input under tap (c, r, s) is position
+//    i + off(c,r,s) of the buffer, off = c*Hp*Wp + r*Wp + s. A row of outputs is thus a GEMM
+//    with the packed weights as A and *shifted rows of the padded image* as B.
+//      forward      yf (K, L) = w (K, CRS) @ [xp shifted by off(t)]_t,   L = P*Wp
+//                   then y[k,p,q] = yf[k, p*Wp + q] + b[k]   (columns q >= Q are dropped)
+//      input grad   the same kernel on the padded dy: dx = conv(dy padded by (R-1-pt, S-1-pl),
+//                   w flipped and transposed to (C, K, R, S))
+//      weight grad  dw[k, t] = sum_n sum_i g_n[k, i] * xp_n[i + off(t)], with g_n = dy_n on the
+//                   flat grid (zero in the dropped columns): dot products, no transposes
+//    Cost: the 2*K*CRS*P*Wp flops of each direction (Wp/Q more than needed: 3% at 32x32 "same"
+//    2x2, 12% at 8x8) plus one copy of x and dy per image; the micro-kernels run at the GEMM's
+//    speed (the same 12 x 32 register tile), and small layers (the seed networks' 2x2 convs, a
+//    K=12 reduction for conv1) no longer pay for writing and re-reading an im2col matrix, which
+//    cost as much as the arithmetic there (measured: see bench/results).
+//
+// 2. im2col + GEMM (everything else: strides, dilation, CPUs without AVX-512), one image at a
+//    time.
 //   col (C*R*S, P*Q):  col[(c*R + r)*S + s][p*Q + q] = x[c][p*sh - pt + r*dh][q*sw - pl + s*dw]
 //                      (zero where that falls in the padding)
 //   forward             y_n (K, PQ)    = w (K, CRS) @ col_n          (+ b[k] on row k)
@@ -11,15 +33,19 @@
 // A 1x1 kernel with stride 1 and no padding needs no im2col: col_n is x_n itself.
 // Cost: 2*N*K*CRS*PQ flops per GEMM direction; im2col moves CRS*PQ floats per image through a
 // per-thread scratch buffer (no allocation in steady state).
-// Threads: with at least as many images as threads, images are split over threads and each GEMM
-// runs on its thread; otherwise images go one by one and the GEMM itself is parallel.
+//
+// Threads: with at least as many images as threads, images are split over threads; otherwise
+// images go one by one and the work inside each (GEMM, or the direct path's tiles) is parallel.
 // Determinism: dw is summed in a fixed number of image chunks (kWeightChunks, independent of the
 // thread count) reduced in chunk order, so results are bit-identical for any thread count.
 #include <algorithm>
 #include <cstring>
+#include <functional>
+#include <vector>
 
 #include "core/parallel.h"
 #include "core/workspace.h"
+#include "cpu/conv_kernels.h"
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
 
@@ -28,6 +54,20 @@ namespace nanocnn::cpu {
 namespace {
 
 constexpr int64_t kWeightChunks = 8;
+
+// Sum of v[0..n) in 16 interleaved partial sums (lane l takes i = l, l + 16, ...) added in a fixed
+// tree: the compiler vectorises it (a single running sum cannot be, without reordering), and the
+// order never depends on the thread count.
+float lane_sum(const float* v, int64_t n) {
+  float part[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; ++l) part[l] += v[i + l];
+  for (int l = 0; i < n; ++i, ++l) part[l] += v[i];
+  for (int width = 8; width >= 1; width /= 2)
+    for (int l = 0; l < width; ++l) part[l] += part[l + width];
+  return part[0];
+}
 
 bool is_pointwise(const Conv2dShape& s) {
   const Conv2dGeometry& g = s.g;
@@ -131,10 +171,217 @@ void for_each_image(int64_t N, const Body& body) {
   }
 }
 
+// ---- direct path ---------------------------------------------------------------------------------
+
+using conv_detail::ConvKernelSet;
+
+// The direct kernels for this CPU, or nullptr (then im2col + GEMM). Follows sgemm's ISA choice,
+// so that tests forcing "avx2" or "generic" exercise the im2col path on the same machine.
+const ConvKernelSet* direct_kernels() {
+#if defined(NANOCNN_X86_SIMD)
+  if (std::strcmp(sgemm_isa(), "avx512") == 0) return &conv_detail::kAvx512ConvKernels;
+#endif
+  return nullptr;
+}
+
+// Bottom and right padding implied by the output size (stride 1, dilation 1).
+int64_t pad_bottom(const Conv2dShape& sh) { return sh.g.out_h + sh.R - 1 - sh.H - sh.g.pad_top; }
+int64_t pad_right(const Conv2dShape& sh) { return sh.g.out_w + sh.S - 1 - sh.W - sh.g.pad_left; }
+
+// Stride 1, dilation 1, and every padding in [0, kernel - 1], so that the input gradient is a
+// convolution of the same kind (its padding is kernel - 1 - the forward one).
+bool direct_applies(const Conv2dShape& sh) {
+  const Conv2dGeometry& g = sh.g;
+  auto within = [](int64_t pad, int64_t k) { return pad >= 0 && pad <= k - 1; };
+  return g.stride_h == 1 && g.stride_w == 1 && g.dilation_h == 1 && g.dilation_w == 1 &&
+         within(g.pad_top, sh.R) && within(g.pad_left, sh.S) && within(pad_bottom(sh), sh.R) &&
+         within(pad_right(sh), sh.S);
+}
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// One stride-1 convolution of a (C, H, W) image into (K, P, Q), seen on the flat padded grid.
+struct FlatConv {
+  int64_t C, H, W, pt, pl;  // input channels and size, top and left padding
+  int64_t K, R, S, P, Q;    // output channels, kernel, output size
+  int64_t Hp, Wp;           // padded image: P + R - 1 rows of Q + S - 1
+  int64_t L;                // flat positions computed: P * Wp rounded up to 16
+  int64_t image_floats;     // padded image plus slack: the last tap's reads end at most S + 13
+                            // floats past C * Hp * Wp
+
+  FlatConv(int64_t C_, int64_t H_, int64_t W_, int64_t pt_, int64_t pl_, int64_t K_, int64_t R_,
+           int64_t S_, int64_t P_, int64_t Q_)
+      : C(C_), H(H_), W(W_), pt(pt_), pl(pl_), K(K_), R(R_), S(S_), P(P_), Q(Q_),
+        Hp(P_ + R_ - 1), Wp(Q_ + S_ - 1), L(round_up(P_ * (Q_ + S_ - 1), 16)),
+        image_floats(round_up(C_ * (P_ + R_ - 1) * (Q_ + S_ - 1) + S_ + 16, 16)) {}
+
+  int64_t tap(int64_t c, int64_t r, int64_t s) const { return (c * Hp + r) * Wp + s; }
+};
+
+// dst (C, Hp, Wp) <- src (C, H, W) placed at (pt, pl), zeros around it and in the slack.
+void pad_image(const FlatConv& f, const ConvKernelSet& ks, const float* src, const float* mask,
+               float* dst) {
+  const int64_t bottom = f.Hp - f.pt - f.H;
+  for (int64_t c = 0; c < f.C; ++c) {
+    float* d = dst + c * f.Hp * f.Wp;
+    std::memset(d, 0, f.pt * f.Wp * sizeof(float));
+    ks.pad_rows(src + c * f.H * f.W, mask != nullptr ? mask + c * f.H * f.W : nullptr, f.H, f.W,
+                d + f.pt * f.Wp, f.Wp, f.pl);
+    std::memset(d + (f.pt + f.H) * f.Wp, 0, bottom * f.Wp * sizeof(float));
+  }
+  const int64_t used = f.C * f.Hp * f.Wp;
+  std::memset(dst + used, 0, (f.image_floats - used) * sizeof(float));
+}
+
+// g (K, L) <- dy (K, P, Q) on the flat grid: g[k][p*Wp + q] = dy[k][p][q], zero in the dropped
+// columns q >= Q and past P*Wp. With a mask (the fused ReLU's output), dy reads as 0 where the
+// mask is not above 0.
+void flatten_grads(const FlatConv& f, const ConvKernelSet& ks, const float* dy, const float* mask,
+                   float* g) {
+  for (int64_t k = 0; k < f.K; ++k) {
+    float* row = g + k * f.L;
+    const int64_t at = k * f.P * f.Q;
+    ks.pad_rows(dy + at, mask != nullptr ? mask + at : nullptr, f.P, f.Q, row, f.Wp, 0);
+    for (int64_t i = f.P * f.Wp; i < f.L; ++i) row[i] = 0.f;
+  }
+}
+
+// y (K, P, Q) <- the flat outputs yf (K rows of L) without the dropped columns, plus b[k].
+void unflatten(const FlatConv& f, const ConvKernelSet& ks, const float* yf, const float* b,
+               bool relu, float* y) {
+  for (int64_t k = 0; k < f.K; ++k)
+    ks.crop_rows(yf + k * f.L, f.P, f.Wp, f.Q, b != nullptr ? b[k] : 0.f, relu,
+                 y + k * f.P * f.Q);
+}
+
+// The weights as the forward tile wants them: output channels dealt out in near-equal panels of
+// at most mr rows (16 -> 8 + 8, 64 -> 11 x 4 + 10 x 2), each packed kc x rows, t-major, and the
+// input offset of every reduction step t.
+struct PackedWeights {
+  int64_t kc = 0;
+  std::vector<float> a;
+  std::vector<int64_t> off, k0, rows, start;  // off per step; k0, rows, start per panel
+};
+
+template <class Weight, class Offset>
+PackedWeights pack_weights(int64_t K, int64_t kc, int mr, const Weight& weight,
+                           const Offset& offset) {
+  PackedWeights pw;
+  pw.kc = kc;
+  pw.a.resize(K * kc);
+  pw.off.resize(kc);
+  for (int64_t t = 0; t < kc; ++t) pw.off[t] = offset(t);
+  const int64_t panels = (K + mr - 1) / mr;
+  int64_t k0 = 0;
+  for (int64_t j = 0; j < panels; ++j) {
+    const int64_t rows = K / panels + (j < K % panels ? 1 : 0);
+    float* a = pw.a.data() + k0 * kc;
+    for (int64_t t = 0; t < kc; ++t)
+      for (int64_t i = 0; i < rows; ++i) a[t * rows + i] = weight(k0 + i, t);
+    pw.k0.push_back(k0);
+    pw.rows.push_back(rows);
+    pw.start.push_back(k0 * kc);
+    k0 += rows;
+  }
+  return pw;
+}
+
+// yf (K rows of f.L) = the convolution of the padded image xp, tile by tile: 32 flat positions
+// (16 for an odd last one) by one weight panel. Parallel over position blocks when called
+// outside a parallel region.
+void flat_conv(const FlatConv& f, const ConvKernelSet& ks, const PackedWeights& pw,
+               const float* xp, float* yf) {
+  const int64_t blocks = (f.L + 31) / 32;
+  parallel_for(blocks, 64 * f.K * pw.kc, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t i0 = blk * 32;
+      const int v = f.L - i0 >= 32 ? 2 : 1;
+      for (size_t j = 0; j < pw.rows.size(); ++j)
+        ks.fwd[(pw.rows[j] - 1) * 2 + (v - 1)](pw.kc, pw.a.data() + pw.start[j], xp + i0,
+                                               pw.off.data(), yf + pw.k0[j] * f.L + i0, f.L);
+    }
+  });
+}
+
+// dw (K, CRS) (+)= sum over `images` images of g_m (K, L) . xp_m shifted by off(t), in tiles of
+// dot_mr channels x dot_nc taps. Parallel over tiles when called outside a parallel region.
+void flat_weight_grads(const FlatConv& f, const ConvKernelSet& ks, int64_t images,
+                       const float* g, const float* xs, const int64_t* off, float* dw) {
+  const int64_t CRS = f.C * f.R * f.S;
+  const int64_t kb = (f.K + ks.dot_mr - 1) / ks.dot_mr, tb = (CRS + ks.dot_nc - 1) / ks.dot_nc;
+  parallel_for(kb * tb, 2 * ks.dot_mr * ks.dot_nc * images * f.L,
+               [&](int64_t begin, int64_t end) {
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const int64_t k0 = tile / tb * ks.dot_mr, t0 = tile % tb * ks.dot_nc;
+      const int64_t rows = std::min<int64_t>(ks.dot_mr, f.K - k0);
+      const int64_t cols = std::min<int64_t>(ks.dot_nc, CRS - t0);
+      ks.dw[(rows - 1) * ks.dot_nc + (cols - 1)](images, f.L, g + k0 * f.L, f.K * f.L, f.L, xs,
+                                                 f.image_floats, off + t0, dw + k0 * CRS + t0,
+                                                 CRS, false);
+    }
+  });
+}
+
+FlatConv forward_grid(const Conv2dShape& sh) {
+  return FlatConv(sh.C, sh.H, sh.W, sh.g.pad_top, sh.g.pad_left, sh.K, sh.R, sh.S, sh.g.out_h,
+                  sh.g.out_w);
+}
+
+void direct_forward(const Conv2dShape& sh, const ConvKernelSet& ks, const float* x,
+                    const float* w, const float* b, bool relu, float* y) {
+  const FlatConv f = forward_grid(sh);
+  const int64_t CRS = sh.C * sh.R * sh.S, RS = sh.R * sh.S;
+  const PackedWeights pw = pack_weights(
+      sh.K, CRS, ks.mr, [&](int64_t k, int64_t t) { return w[k * CRS + t]; },
+      [&](int64_t t) { return f.tap(t / RS, t / sh.S % sh.R, t % sh.S); });
+  for_each_image(sh.N, [&](int64_t n) {
+    float* xp = thread_scratch(kScratchColumns, f.image_floats);
+    pad_image(f, ks, x + n * sh.C * sh.H * sh.W, nullptr, xp);
+    float* yf = thread_scratch(kScratchFlatOutput, sh.K * f.L);
+    flat_conv(f, ks, pw, xp, yf);
+    unflatten(f, ks, yf, b, relu, y + n * sh.K * f.P * f.Q);
+  });
+}
+
+// dw and db of the images [n_begin, n_end) into dw_j and db_j, and their dx unless dx is nullptr.
+// relu_y (nullable) masks dy.
+void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const FlatConv& f,
+                           const FlatConv& fb, const PackedWeights& pwb,
+                           const std::vector<int64_t>& taps, int64_t n_begin, int64_t n_end,
+                           const float* dy, const float* relu_y, const float* x, float* dx,
+                           float* dw_j, float* db_j) {
+  const int64_t m = n_end - n_begin, CHW = sh.C * sh.H * sh.W, KPQ = sh.K * f.P * f.Q;
+  float* xs = thread_scratch(kScratchColumns, m * f.image_floats);
+  float* gs = thread_scratch(kScratchColumnGrads, m * sh.K * f.L);
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    const float* mask = relu_y != nullptr ? relu_y + n * KPQ : nullptr;
+    pad_image(f, ks, x + n * CHW, nullptr, xs + (n - n_begin) * f.image_floats);
+    flatten_grads(f, ks, dy + n * KPQ, mask, gs + (n - n_begin) * sh.K * f.L);
+    if (dx != nullptr) {
+      float* dyp = thread_scratch(kScratchPaddedGrads, fb.image_floats);
+      pad_image(fb, ks, dy + n * KPQ, mask, dyp);
+      float* dxf = thread_scratch(kScratchFlatOutput, sh.C * fb.L);
+      flat_conv(fb, ks, pwb, dyp, dxf);
+      unflatten(fb, ks, dxf, nullptr, false, dx + n * CHW);
+    }
+  }
+  flat_weight_grads(f, ks, m, gs, xs, taps.data(), dw_j);
+  // db_j[k] = sum of the (masked) gradient rows; their dropped columns are zero.
+  for (int64_t k = 0; k < sh.K; ++k) {
+    float acc = 0.f;
+    for (int64_t i = 0; i < m; ++i) acc += lane_sum(gs + (i * sh.K + k) * f.L, f.L);
+    db_j[k] = acc;
+  }
+}
+
 }  // namespace
 
-void conv2d_forward(const Conv2dShape& sh, const float* x, const float* w, const float* b,
-                    float* y) {
+void conv2d_forward_fused(const Conv2dShape& sh, const float* x, const float* w, const float* b,
+                          bool relu, float* y) {
+  if (const ConvKernelSet* ks = direct_kernels(); ks != nullptr && direct_applies(sh)) {
+    direct_forward(sh, *ks, x, w, b, relu, y);
+    return;
+  }
   const int64_t PQ = sh.g.out_h * sh.g.out_w, CRS = sh.C * sh.R * sh.S;
   for_each_image(sh.N, [&](int64_t n) {
     int64_t ld;
@@ -142,46 +389,100 @@ void conv2d_forward(const Conv2dShape& sh, const float* x, const float* w, const
     float* y_n = y + n * sh.K * PQ;
     // y_n (K, PQ) = w (K, CRS) @ col (CRS, PQ)
     sgemm(false, false, sh.K, PQ, CRS, 1.f, w, CRS, col, ld, 0.f, y_n, PQ);
-    if (b != nullptr)
-      for (int64_t k = 0; k < sh.K; ++k) {
-        float* row = y_n + k * PQ;
-        const float bias = b[k];
+    for (int64_t k = 0; k < sh.K; ++k) {
+      float* row = y_n + k * PQ;
+      const float bias = b != nullptr ? b[k] : 0.f;
+      if (relu) {
+        for (int64_t i = 0; i < PQ; ++i) {
+          const float v = row[i] + bias;
+          row[i] = v > 0.f || v != v ? v : 0.f;  // NaN stays NaN, as in relu_forward
+        }
+      } else if (b != nullptr) {
         for (int64_t i = 0; i < PQ; ++i) row[i] += bias;
       }
+    }
   });
 }
 
-void conv2d_backward(const Conv2dShape& sh, const float* dy, const float* x, const float* w,
-                     float* dx, float* dw, float* db) {
+void conv2d_forward(const Conv2dShape& sh, const float* x, const float* w, const float* b,
+                    float* y) {
+  conv2d_forward_fused(sh, x, w, b, false, y);
+}
+
+void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* relu_y,
+                           const float* x, const float* w, float* dx, float* dw, float* db) {
   const int64_t PQ = sh.g.out_h * sh.g.out_w, CRS = sh.C * sh.R * sh.S, CHW = sh.C * sh.H * sh.W;
   const int64_t KCRS = sh.K * CRS;
   const int64_t chunks = std::min(sh.N, kWeightChunks);
-  // Chunk j's partial dw lives at partial + j*KCRS; chunk 0 writes straight into dw.
-  float* partial = chunks > 1 ? thread_scratch(kScratchWeightPartials, (chunks - 1) * KCRS) : nullptr;
-  auto dw_of_chunk = [&](int64_t j) { return j == 0 ? dw : partial + (j - 1) * KCRS; };
+  const ConvKernelSet* ks = direct_kernels();
+  const bool direct = ks != nullptr && direct_applies(sh);
 
-  auto run_chunk = [&](int64_t j) {
-    const int64_t n_begin = sh.N * j / chunks, n_end = sh.N * (j + 1) / chunks;
-    float* dw_j = dw_of_chunk(j);
-    for (int64_t n = n_begin; n < n_end; ++n) {
-      const float* dy_n = dy + n * sh.K * PQ;
-      int64_t ld;
-      const float* col = columns(sh, x + n * CHW, &ld);
-      // dw_j (K, CRS) += dy_n (K, PQ) @ col^T (PQ, CRS)
-      sgemm(false, true, sh.K, CRS, PQ, 1.f, dy_n, PQ, col, ld, n == n_begin ? 0.f : 1.f, dw_j,
-            CRS);
-      if (is_pointwise(sh)) {
-        // dx_n (C, HW) = w^T (C, K) @ dy_n (K, HW)
-        sgemm(true, false, CRS, PQ, sh.K, 1.f, w, CRS, dy_n, PQ, 0.f, dx + n * CHW, PQ);
-      } else {
-        const int64_t dld = col_stride(sh);
-        float* dcol = thread_scratch(kScratchColumnGrads, CRS * dld);
-        // dcol (CRS, PQ) = w^T (CRS, K) @ dy_n (K, PQ)
-        sgemm(true, false, CRS, PQ, sh.K, 1.f, w, CRS, dy_n, PQ, 0.f, dcol, dld);
-        col2im(sh, dcol, dld, dx + n * CHW);
-      }
-    }
+  // The im2col path reads a masked copy of dy; the direct one masks while copying dy anyway.
+  std::vector<float> masked;
+  if (relu_y != nullptr && !direct) {
+    masked.resize(sh.N * sh.K * PQ);
+    relu_backward(static_cast<int64_t>(masked.size()), dy, relu_y, masked.data());
+    dy = masked.data();
+    relu_y = nullptr;
+  }
+
+  // Chunk j's partial dw (and, on the direct path, db) lives at partial + (j-1)*(KCRS + K);
+  // chunk 0 writes straight into dw and db.
+  float* partial =
+      chunks > 1 ? thread_scratch(kScratchWeightPartials, (chunks - 1) * (KCRS + sh.K)) : nullptr;
+  auto dw_of_chunk = [&](int64_t j) { return j == 0 ? dw : partial + (j - 1) * (KCRS + sh.K); };
+  auto db_of_chunk = [&](int64_t j) {
+    return j == 0 ? db : partial + (j - 1) * (KCRS + sh.K) + KCRS;
   };
+
+  std::function<void(int64_t)> run_chunk;
+  // Direct path: the forward grid (for dw) and the input gradient's grid: dy (K, P, Q) padded by
+  // (R - 1 - pad_top, S - 1 - pad_left) convolved with w flipped and transposed, (C, K, R, S).
+  const FlatConv f = forward_grid(sh);
+  const FlatConv fb(sh.K, f.P, f.Q, sh.R - 1 - sh.g.pad_top, sh.S - 1 - sh.g.pad_left, sh.C, sh.R,
+                    sh.S, sh.H, sh.W);
+  PackedWeights pwb;
+  std::vector<int64_t> taps;
+  if (direct) {
+    const int64_t RS = sh.R * sh.S;
+    for (int64_t t = 0; t < CRS; ++t) taps.push_back(f.tap(t / RS, t / sh.S % sh.R, t % sh.S));
+    if (dx != nullptr)
+      pwb = pack_weights(
+          sh.C, sh.K * RS, ks->mr,
+          [&](int64_t c, int64_t t) {  // t = (k, r, s) of the flipped kernel
+            const int64_t k = t / RS, r = sh.R - 1 - t / sh.S % sh.R, s = sh.S - 1 - t % sh.S;
+            return w[((k * sh.C + c) * sh.R + r) * sh.S + s];
+          },
+          [&](int64_t t) { return fb.tap(t / RS, t / sh.S % sh.R, t % sh.S); });
+    run_chunk = [&](int64_t j) {
+      direct_backward_chunk(sh, *ks, f, fb, pwb, taps, sh.N * j / chunks, sh.N * (j + 1) / chunks,
+                            dy, relu_y, x, dx, dw_of_chunk(j), db_of_chunk(j));
+    };
+  } else {
+    run_chunk = [&](int64_t j) {
+      const int64_t n_begin = sh.N * j / chunks, n_end = sh.N * (j + 1) / chunks;
+      float* dw_j = dw_of_chunk(j);
+      for (int64_t n = n_begin; n < n_end; ++n) {
+        const float* dy_n = dy + n * sh.K * PQ;
+        int64_t ld;
+        const float* col = columns(sh, x + n * CHW, &ld);
+        // dw_j (K, CRS) += dy_n (K, PQ) @ col^T (PQ, CRS)
+        sgemm(false, true, sh.K, CRS, PQ, 1.f, dy_n, PQ, col, ld, n == n_begin ? 0.f : 1.f, dw_j,
+              CRS);
+        if (dx == nullptr) continue;
+        if (is_pointwise(sh)) {
+          // dx_n (C, HW) = w^T (C, K) @ dy_n (K, HW)
+          sgemm(true, false, CRS, PQ, sh.K, 1.f, w, CRS, dy_n, PQ, 0.f, dx + n * CHW, PQ);
+        } else {
+          const int64_t dld = col_stride(sh);
+          float* dcol = thread_scratch(kScratchColumnGrads, CRS * dld);
+          // dcol (CRS, PQ) = w^T (CRS, K) @ dy_n (K, PQ)
+          sgemm(true, false, CRS, PQ, sh.K, 1.f, w, CRS, dy_n, PQ, 0.f, dcol, dld);
+          col2im(sh, dcol, dld, dx + n * CHW);
+        }
+      }
+    };
+  }
   if (chunks >= get_num_threads() && get_num_threads() > 1) {
     parallel_for(chunks, 1 << 15, [&](int64_t begin, int64_t end) {
       for (int64_t j = begin; j < end; ++j) run_chunk(j);
@@ -190,29 +491,36 @@ void conv2d_backward(const Conv2dShape& sh, const float* dy, const float* x, con
     for (int64_t j = 0; j < chunks; ++j) run_chunk(j);
   }
 
-  // dw = sum of the chunks' partials, in chunk order for every element.
+  // dw (and db on the direct path) = sum of the chunks' partials, in chunk order.
+  const int64_t reduced = direct ? KCRS + sh.K : KCRS;
   if (chunks > 1) {
-    parallel_for(KCRS, chunks, [&](int64_t begin, int64_t end) {
+    parallel_for(reduced, chunks, [&](int64_t begin, int64_t end) {
       for (int64_t j = 1; j < chunks; ++j) {
         const float* part = dw_of_chunk(j);
-        for (int64_t i = begin; i < end; ++i) dw[i] += part[i];
+        for (int64_t i = begin; i < end; ++i) {
+          if (i < KCRS)
+            dw[i] += part[i];
+          else
+            db[i - KCRS] += part[i];
+        }
       }
     });
   }
+  if (direct) return;
 
   // db[k] = sum over images and pixels of dy[n,k,:,:]
   parallel_for(sh.K, sh.N * PQ, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       float acc = 0.f;
-      for (int64_t n = 0; n < sh.N; ++n) {
-        const float* plane = dy + (n * sh.K + k) * PQ;
-        float plane_sum = 0.f;
-        for (int64_t i = 0; i < PQ; ++i) plane_sum += plane[i];
-        acc += plane_sum;
-      }
+      for (int64_t n = 0; n < sh.N; ++n) acc += lane_sum(dy + (n * sh.K + k) * PQ, PQ);
       db[k] = acc;
     }
   });
+}
+
+void conv2d_backward(const Conv2dShape& sh, const float* dy, const float* x, const float* w,
+                     float* dx, float* dw, float* db) {
+  conv2d_backward_fused(sh, dy, nullptr, x, w, dx, dw, db);
 }
 
 }  // namespace nanocnn::cpu

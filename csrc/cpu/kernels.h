@@ -70,6 +70,15 @@ struct Pool2dShape {
 
 namespace cpu {
 NANOCNN_CPU_KERNELS
+// The production convolution with its fusions (conv2d_forward/backward above are these with
+// relu = false / relu_y = nullptr):
+//   relu:   y = max(conv + b, 0) in the same pass that writes y
+//   relu_y: dy is read as dy * (relu_y > 0) (the ReLU backward folded into the copies of dy)
+//   dx == nullptr: no input gradient (nothing of its work is done)
+void conv2d_forward_fused(const Conv2dShape& s, const float* x, const float* w, const float* b,
+                          bool relu, float* y);
+void conv2d_backward_fused(const Conv2dShape& s, const float* dy, const float* relu_y,
+                           const float* x, const float* w, float* dx, float* dw, float* db);
 }  // namespace cpu
 namespace ref {
 NANOCNN_CPU_KERNELS

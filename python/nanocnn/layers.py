@@ -136,6 +136,9 @@ class Layer:
         self.built = False
         self.data_format = "channels_last"  # the model's, set by build
         self.data_format_arg = None  # what the user asked for (None: whatever the model uses)
+        # False for the model's first layer with weights: nothing needs the gradient of its input,
+        # so backward() may skip computing it (and return None). Set by the model.
+        self._needs_input_grad = True
         self.weights: list[Tensor] = []
         self.grads: list[Tensor] = []
         self._in = self._out = None
@@ -341,15 +344,20 @@ class Conv2D(Layer):
 
     def forward(self, x, training=False, activate=True):
         b = self.weights[1] if self.use_bias else None
-        z = _C.conv2d(x, self.weights[0], b, *self._geometry, "fast")
-        y = _activate(self.activation, z) if activate else z
+        # A ReLU is fused into the convolution's output pass (and its backward into the
+        # convolution's backward), saving a pass over the output each way.
+        fused = activate and self.activation == "relu"
+        z = _C.conv2d(x, self.weights[0], b, *self._geometry, "fast", fused)
+        y = z if fused or not activate else _activate(self.activation, z)
         self._x, self._y, self._activated = x, y, activate
         return y
 
     def backward(self, dy):
-        if self._activated:
+        fused = self._activated and self.activation == "relu"
+        if self._activated and not fused:
             dy = _activate_backward(self.activation, dy, self._y)
-        dx, dw, db = _C.conv2d_backward(dy, self._x, self.weights[0], *self._geometry, "fast")
+        dx, dw, db = _C.conv2d_backward(dy, self._x, self.weights[0], *self._geometry, "fast",
+                                        self._y if fused else None, self._needs_input_grad)
         self.grads = [dw, db] if self.use_bias else [dw]
         self._x = self._y = None
         return dx

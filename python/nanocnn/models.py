@@ -463,7 +463,13 @@ class Sequential:
             last = len(self.layers) - 1
             self._plan = [(layer, not (self._fuse_last and i == last))
                           for i, layer in enumerate(self.layers)]
-            self._reversed = self.layers[::-1]
+            # Backward stops at the first layer with weights: the ones before it have nothing to
+            # learn, and that layer needs no input gradient (the first conv's is a third of its
+            # backward).
+            first = next((i for i, layer in enumerate(self.layers) if layer.weights), 0)
+            for i, layer in enumerate(self.layers):
+                layer._needs_input_grad = i != first
+            self._reversed = self.layers[first:][::-1]
         return self._plan
 
     # ---- inputs ------------------------------------------------------------------------------

@@ -1,0 +1,139 @@
+// cpu/conv_avx512.cpp: AVX-512 micro-kernels of the direct convolution (see conv2d.cpp for the
+// algorithm, conv_kernels.h for the contracts). Compiled with -mavx512f ...; only called after
+// the CPU said yes. Uses nothing but intrinsics (the portability rule of gemm_kernels.h).
+//
+// Forward tile: up to 12 rows (output channels) x 32 flat positions = 24 zmm accumulators, the
+// shape of the GEMM micro-kernel (gemm_avx512.cpp), but reduction step t reads its input row at
+// b + off[t] (a shifted row of the padded image) instead of a packed panel: per step 2 vector
+// loads + 12 broadcast weights feed 24 FMAs.
+// Weight-gradient tile: 4 output channels x 6 taps = 24 zmm accumulators of dot products; per 16
+// positions 4 gradient vectors + 6 shifted input vectors feed 24 FMAs. The accumulators run over
+// all images of a chunk and are summed across lanes once at the end.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "cpu/conv_kernels.h"
+
+namespace nanocnn::cpu::conv_detail {
+namespace {
+
+constexpr int kVL = 16;
+constexpr int kMR = 12;
+constexpr int kDotMR = 4;
+constexpr int kDotNC = 6;
+
+template <int R, int V>
+void fwd_tile(int64_t kc, const float* __restrict a, const float* __restrict b,
+              const int64_t* __restrict off, float* __restrict c, int64_t ldc) {
+  __m512 acc[R][V];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t t = 0; t < kc; ++t) {
+    const float* bt = b + off[t];
+    __m512 bv[V];
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) bv[v] = _mm512_loadu_ps(bt + kVL * v);
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+#pragma GCC unroll 2
+      for (int v = 0; v < V; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+    }
+    a += R;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) _mm512_storeu_ps(c + i * ldc + kVL * v, acc[i][v]);
+}
+
+inline __mmask16 lanes_below(int64_t n) {  // the first min(n, 16) lanes
+  return n >= kVL ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+void pad_rows(const float* src, const float* mask, int64_t rows, int64_t w, float* dst,
+              int64_t ld, int64_t pl) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t r = 0; r < rows; ++r, src += w, mask += mask != nullptr ? w : 0, dst += ld) {
+    // dst[j] for j in [j0, j0 + 16) takes src[j - pl] on the lanes with pl <= j < pl + w.
+    for (int64_t j0 = 0; j0 < ld; j0 += kVL) {
+      const int64_t lo = pl - j0, hi = pl + w - j0;  // lanes [lo, hi) read src
+      __mmask16 m = lanes_below(hi > 0 ? hi : 0);
+      if (lo > 0) m &= static_cast<__mmask16>(~lanes_below(lo));
+      __m512 v = _mm512_maskz_loadu_ps(m, src + (j0 - pl));
+      if (mask != nullptr) {
+        const __m512 mv = _mm512_maskz_loadu_ps(m, mask + (j0 - pl));
+        v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mv, zero, _CMP_GT_OQ), v);
+      }
+      _mm512_mask_storeu_ps(dst + j0, lanes_below(ld - j0), v);
+    }
+  }
+}
+
+void crop_rows(const float* src, int64_t rows, int64_t ld, int64_t q, float bias, bool relu,
+               float* dst) {
+  const __m512 vb = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
+  for (int64_t r = 0; r < rows; ++r, src += ld, dst += q)
+    for (int64_t j = 0; j < q; j += kVL) {
+      const __mmask16 m = lanes_below(q - j);
+      __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, src + j), vb);
+      if (relu) v = _mm512_max_ps(zero, v);  // NaN stays NaN
+      _mm512_mask_storeu_ps(dst + j, m, v);
+    }
+}
+
+template <int R, int J>
+void dw_tile(int64_t images, int64_t len, const float* __restrict g, int64_t g_img, int64_t g_row,
+             const float* __restrict x, int64_t x_img, const int64_t* __restrict off,
+             float* __restrict dw, int64_t ldw, bool accumulate) {
+  __m512 acc[R][J];
+#pragma GCC unroll 4
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 6
+    for (int j = 0; j < J; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t m = 0; m < images; ++m) {
+    const float* gm = g + m * g_img;
+    const float* xm = x + m * x_img;
+    for (int64_t l = 0; l < len; l += kVL) {
+      __m512 gv[R];
+#pragma GCC unroll 4
+      for (int i = 0; i < R; ++i) gv[i] = _mm512_loadu_ps(gm + i * g_row + l);
+#pragma GCC unroll 6
+      for (int j = 0; j < J; ++j) {
+        const __m512 xv = _mm512_loadu_ps(xm + off[j] + l);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; ++i) acc[i][j] = _mm512_fmadd_ps(gv[i], xv, acc[i][j]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 6
+    for (int j = 0; j < J; ++j) {
+      const float s = _mm512_reduce_add_ps(acc[i][j]);
+      dw[i * ldw + j] = accumulate ? dw[i * ldw + j] + s : s;
+    }
+}
+
+constexpr FwdTile kFwd[kMR * 2] = {
+    &fwd_tile<1, 1>,  &fwd_tile<1, 2>,  &fwd_tile<2, 1>,  &fwd_tile<2, 2>,  &fwd_tile<3, 1>,
+    &fwd_tile<3, 2>,  &fwd_tile<4, 1>,  &fwd_tile<4, 2>,  &fwd_tile<5, 1>,  &fwd_tile<5, 2>,
+    &fwd_tile<6, 1>,  &fwd_tile<6, 2>,  &fwd_tile<7, 1>,  &fwd_tile<7, 2>,  &fwd_tile<8, 1>,
+    &fwd_tile<8, 2>,  &fwd_tile<9, 1>,  &fwd_tile<9, 2>,  &fwd_tile<10, 1>, &fwd_tile<10, 2>,
+    &fwd_tile<11, 1>, &fwd_tile<11, 2>, &fwd_tile<12, 1>, &fwd_tile<12, 2>};
+
+#define NC_DW_ROW(R) \
+  &dw_tile<R, 1>, &dw_tile<R, 2>, &dw_tile<R, 3>, &dw_tile<R, 4>, &dw_tile<R, 5>, &dw_tile<R, 6>
+constexpr DwTile kDw[kDotMR * kDotNC] = {NC_DW_ROW(1), NC_DW_ROW(2), NC_DW_ROW(3), NC_DW_ROW(4)};
+#undef NC_DW_ROW
+
+}  // namespace
+
+extern const ConvKernelSet kAvx512ConvKernels = {"avx512", kMR,      kFwd,     kDotMR,
+                                                 kDotNC,   kDw,      &pad_rows, &crop_rows};
+
+}  // namespace nanocnn::cpu::conv_detail
