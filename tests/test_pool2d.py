@@ -232,3 +232,28 @@ def test_max_pool2d_ceil_mode_with_valid_padding_rounds_up():
     assert F.max_pool2d(x, 2, padding="valid", ceil_mode=True).shape == (1, 1, 3, 3)
     with pytest.raises(ValueError, match="ceil_mode"):
         F.max_pool2d(x, 2, padding="same", ceil_mode=True)
+
+
+# ---- the SIMD and the scalar 2x2 / stride 2 code --------------------------------------------------
+# On an AVX-512 CPU the 2x2 / stride 2 window runs 16 windows at a time (pool_avx512.cpp);
+# forcing another ISA runs the scalar code. Both must give the same bits, ties and NaNs included.
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (1, 2, 7, 9), (3, 1, 2, 35), (1, 1, 66, 3),
+                                   (2, 2, 17, 50)])
+def test_max_pool2d_2x2_simd_and_scalar_agree_bit_for_bit(shape, rng):
+    x = randn(rng, shape)
+    x[rng.random(shape) < 0.4] = 0.0  # whole windows of ReLU zeros: ties
+    x[rng.random(shape) < 0.02] = np.nan
+    dy = randn(rng, (shape[0], shape[1], shape[2] // 2, shape[3] // 2))
+    results = {}
+    for isa in ("auto", "generic"):
+        nc._C.sgemm_set_isa(isa)
+        y = F.max_pool2d(x, 2)
+        dx = F.max_pool2d_backward(dy, x, 2)
+        results[isa] = (host(y), host(dx))
+    nc._C.sgemm_set_isa("auto")
+    for a, b in zip(results["auto"], results["generic"]):
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+    expected = torch_max_pool2d(x, 2, 2, 0, dy)
+    np.testing.assert_array_equal(np.isnan(results["auto"][0]), np.isnan(expected[0]))

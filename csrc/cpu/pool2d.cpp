@@ -16,6 +16,8 @@
 #include <cstring>
 
 #include "core/parallel.h"
+#include "cpu/gemm.h"
+#include "cpu/pool_kernels.h"
 #include "cpu/kernels.h"
 
 namespace nanocnn::cpu {
@@ -88,6 +90,15 @@ inline float max4(float a, float b, float c, float d, uint32_t* which) {
   return m;
 }
 
+// The AVX-512 kernels for the 2x2 / stride 2 window, or nullptr. Follows sgemm's ISA choice, so
+// that tests forcing another ISA check the scalar code on the same machine.
+const pool_detail::PoolKernelSet* simd_kernels() {
+#if defined(NANOCNN_X86_SIMD)
+  if (std::strcmp(sgemm_isa(), "avx512") == 0) return &pool_detail::kAvx512PoolKernels;
+#endif
+  return nullptr;
+}
+
 bool is_2x2_stride_2(const Pool2dShape& sh) {
   const Pool2dGeometry& g = sh.g;
   return g.kernel_h == 2 && g.kernel_w == 2 && g.stride_h == 2 && g.stride_w == 2 &&
@@ -99,10 +110,15 @@ bool is_2x2_stride_2(const Pool2dShape& sh) {
 void max_pool2d_forward(const Pool2dShape& sh, const float* x, float* y) {
   const int64_t P = sh.g.out_h, Q = sh.g.out_w, HW = sh.H * sh.W;
   const bool fast = is_2x2_stride_2(sh);
+  const pool_detail::PoolKernelSet* simd = fast ? simd_kernels() : nullptr;
   parallel_for(sh.N * sh.C, HW, [&](int64_t begin, int64_t end) {
     for (int64_t nc = begin; nc < end; ++nc) {
       const float* plane = x + nc * HW;
       float* out = y + nc * P * Q;
+      if (simd != nullptr) {
+        simd->forward(plane, sh.W, P, Q, out);
+        continue;
+      }
       for (int64_t p = 0; p < P; ++p) {
         if (fast) {
           const float* r0 = plane + 2 * p * sh.W;
@@ -122,9 +138,16 @@ void max_pool2d_forward(const Pool2dShape& sh, const float* x, float* y) {
 // plane, so each of a window's four cells gets either the window's gradient (if it is the
 // winner under the same rule as max4) or zero, written directly with no memset and no scatter.
 // Rows and columns past the last whole window (odd H or W) take no part and get zero.
-void max_pool2x2_backward_plane(const Pool2dShape& sh, const float* plane, const float* grad,
-                                float* out) {
+void max_pool2x2_backward_plane(const Pool2dShape& sh, const pool_detail::PoolKernelSet* simd,
+                                const float* plane, const float* grad, float* out) {
   const int64_t P = sh.g.out_h, Q = sh.g.out_w, W = sh.W;
+  if (simd != nullptr) {
+    simd->backward(plane, grad, W, P, Q, out);
+    for (int64_t p = 0; p < P && 2 * Q < W; ++p)
+      for (int64_t w = 2 * Q; w < W; ++w) out[2 * p * W + w] = out[(2 * p + 1) * W + w] = 0.f;
+    std::memset(out + 2 * P * W, 0, (sh.H - 2 * P) * W * sizeof(float));
+    return;
+  }
   for (int64_t p = 0; p < P; ++p) {
     const float* r0 = plane + 2 * p * W;
     const float* r1 = r0 + W;
@@ -147,10 +170,11 @@ void max_pool2x2_backward_plane(const Pool2dShape& sh, const float* plane, const
 void max_pool2d_backward(const Pool2dShape& sh, const float* dy, const float* x, float* dx) {
   const int64_t P = sh.g.out_h, Q = sh.g.out_w, HW = sh.H * sh.W;
   const bool fast = is_2x2_stride_2(sh);
+  const pool_detail::PoolKernelSet* simd = fast ? simd_kernels() : nullptr;
   parallel_for(sh.N * sh.C, HW, [&](int64_t begin, int64_t end) {
     for (int64_t nc = begin; nc < end; ++nc) {
       if (fast) {
-        max_pool2x2_backward_plane(sh, x + nc * HW, dy + nc * P * Q, dx + nc * HW);
+        max_pool2x2_backward_plane(sh, simd, x + nc * HW, dy + nc * P * Q, dx + nc * HW);
         continue;
       }
       const float* plane = x + nc * HW;

@@ -1,0 +1,27 @@
+// cpu/pool_kernels.h: internal contract between max pooling (pool2d.cpp) and its SIMD kernels
+// (pool_avx512.cpp) for the 2x2 / stride 2 / unpadded window. Nothing else uses it; the
+// portability rule of gemm_kernels.h applies.
+#pragma once
+
+#include <cstdint>
+
+namespace nanocnn::cpu::pool_detail {
+
+// One (H, W) plane with row stride W, P x Q windows (2P <= H, 2Q <= W):
+//   forward:  out[p*Q + q] = the winner of window (p, q)  (the rule of pool2d.cpp)
+//   backward: rows 0 .. 2P-1, columns 0 .. 2Q-1 of out get grad[p*Q + q] at the winner of each
+//             window and 0 elsewhere (other rows and columns are not written)
+using Pool2x2Forward = void (*)(const float* plane, int64_t W, int64_t P, int64_t Q, float* out);
+using Pool2x2Backward = void (*)(const float* plane, const float* grad, int64_t W, int64_t P,
+                                 int64_t Q, float* out);
+
+struct PoolKernelSet {
+  const char* name;
+  Pool2x2Forward forward;
+  Pool2x2Backward backward;
+};
+
+// Defined in pool_avx512.cpp (x86-64 builds only); use only after checking the CPU.
+extern const PoolKernelSet kAvx512PoolKernels;
+
+}  // namespace nanocnn::cpu::pool_detail
