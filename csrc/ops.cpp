@@ -171,7 +171,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
   Tensor y = Tensor::empty({s.N, s.K, g.out_h, g.out_w}, x.device());
   const float* bias = b.defined() ? b.data() : nullptr;
   if (backend == Backend::Cpu) {
-    cpu::conv2d_forward_fused(s, x.data(), w.data(), bias, relu, y.data());
+    cpu::conv2d_forward_fused(s, x.data(), w.data(), bias, relu, y.data(), nullptr);
     return y;
   }
   // Elsewhere the ReLU is its own pass over y, in place.
@@ -198,7 +198,7 @@ Conv2dGrads conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
   Conv2dGrads grads{Tensor::empty(x.shape(), x.device()), Tensor::empty(w.shape(), x.device()),
                     Tensor::empty({s.K}, x.device())};
   if (backend == Backend::Cpu) {
-    cpu::conv2d_backward_fused(s, dy.data(), relu_y.defined() ? relu_y.data() : nullptr,
+    cpu::conv2d_backward_fused(s, dy.data(), relu_y.defined() ? relu_y.data() : nullptr, false,
                                x.data(), w.data(), input_grad ? grads.dx.data() : nullptr,
                                grads.dw.data(), grads.db.data());
   } else {
@@ -211,6 +211,60 @@ Conv2dGrads conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
     NC_DISPATCH(backend, conv2d_backward, s, masked.data(), x.data(), w.data(), grads.dx.data(),
                 grads.dw.data(), grads.db.data());
   }
+  if (!input_grad) grads.dx = Tensor();
+  return grads;
+}
+
+// ---- conv2d + relu + max_pool2d(2) ----------------------------------------------------------
+
+namespace {
+Pool2dGeometry pool2x2(const char* op, const Conv2dGeometry& g) {
+  NC_CHECK(g.out_h >= 2 && g.out_w >= 2, op, ": the 2x2 pool needs a convolution output of at ",
+           "least 2x2, got ", g.out_h, "x", g.out_w);
+  return cpu::pool2x2_geometry(g.out_h, g.out_w);
+}
+}  // namespace
+
+ConvPoolOutputs conv2d_relu_pool(const Tensor& x, const Tensor& w, const Tensor& b,
+                                 const Conv2dGeometry& g, Algo algo) {
+  const Conv2dShape s = conv_shape("conv2d_relu_pool", x, w, g);
+  check_bias(b, s.K, "conv2d_relu_pool", w, x);
+  const Pool2dGeometry pg = pool2x2("conv2d_relu_pool", g);
+  const Backend backend = backend_for(x, algo, "conv2d_relu_pool");
+  if (backend != Backend::Cpu) {
+    Tensor y = conv2d(x, w, b, g, algo, true);
+    return {y, max_pool2d(y, pg, algo)};
+  }
+  ConvPoolOutputs out{Tensor::empty({s.N, s.K, g.out_h, g.out_w}, x.device()),
+                      Tensor::empty({s.N, s.K, pg.out_h, pg.out_w}, x.device())};
+  cpu::conv2d_forward_fused(s, x.data(), w.data(), b.defined() ? b.data() : nullptr, true,
+                            out.y.data(), out.pooled.data());
+  return out;
+}
+
+Conv2dGrads conv2d_relu_pool_backward(const Tensor& dpooled, const Tensor& x, const Tensor& w,
+                                      const Tensor& y, const Conv2dGeometry& g, Algo algo,
+                                      bool input_grad) {
+  const char* op = "conv2d_relu_pool_backward";
+  const Conv2dShape s = conv_shape(op, x, w, g);
+  const Pool2dGeometry pg = pool2x2(op, g);
+  check_rank(dpooled, 4, op, "dpooled", "(N, K, P/2, Q/2)");
+  check_same_device(dpooled, x, op, "dpooled", "x");
+  check_same_device(y, x, op, "y", "x");
+  const Shape y_shape{s.N, s.K, g.out_h, g.out_w}, p_shape{s.N, s.K, pg.out_h, pg.out_w};
+  NC_CHECK(y.shape() == y_shape, op, ": y must have the convolution's output shape ",
+           shape_str(y_shape), ", got ", shape_str(y.shape()));
+  NC_CHECK(dpooled.shape() == p_shape, op, ": dpooled must have the pooled shape ",
+           shape_str(p_shape), ", got ", shape_str(dpooled.shape()));
+  const Backend backend = backend_for(x, algo, op);
+  if (backend != Backend::Cpu)
+    return conv2d_backward(max_pool2d_backward(dpooled, y, pg, algo), x, w, g, algo, y,
+                           input_grad);
+  Conv2dGrads grads{Tensor::empty(x.shape(), x.device()), Tensor::empty(w.shape(), x.device()),
+                    Tensor::empty({s.K}, x.device())};
+  cpu::conv2d_backward_fused(s, dpooled.data(), y.data(), true, x.data(), w.data(),
+                             input_grad ? grads.dx.data() : nullptr, grads.dw.data(),
+                             grads.db.data());
   if (!input_grad) grads.dx = Tensor();
   return grads;
 }

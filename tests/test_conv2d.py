@@ -337,3 +337,51 @@ def test_conv2d_backward_checks_relu_y(rng):
     with pytest.raises(ValueError, match=r"relu_y must have the output's shape \(2, 4, 6, 6\)"):
         nc._C.conv2d_backward(dy, nc.tensor(x), nc.tensor(w), *geometry, "fast",
                               nc.tensor(randn(rng, (2, 4, 6, 5))), True)
+
+
+# ---- conv2d + ReLU + 2x2 max pool as one op (Conv2D followed by MaxPooling2D(2) in a model) ----
+
+POOL_CASES = [c for c in CASES + CIFAR_CASES
+              if min(_out_shape(c[1], c[2], c[3], c[4], c[5])[2:]) >= 2]
+
+
+@pytest.mark.parametrize("algo", ["fast", "reference"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=_ids(POOL_CASES))
+def test_conv2d_relu_pool_equals_its_parts(case, algo, device, rng):
+    """The fused op gives the same bits as conv2d(relu) -> max_pool2d, and its backward the same
+    bits as max_pool2d_backward -> conv2d_backward(relu_y) (the same kernels, fused or not)."""
+    if algo == "reference" and case in CIFAR_CASES:
+        pytest.skip("the reference loops are too slow at batch 64")
+    x, w, b, stride, padding, dilation = _make(rng, case)
+    geometry = F._Conv2dGeometry("conv2d", x.shape, w.shape, stride, padding, dilation).args()
+    xn, wn = nc.tensor(x, device=device), nc.tensor(w, device=device)
+    bn = None if b is None else nc.tensor(b, device=device)
+    y, pooled = nc._C.conv2d_relu_pool(xn, wn, bn, *geometry, algo)
+    y_parts = nc._C.conv2d(xn, wn, bn, *geometry, algo, True)
+    pooled_parts = F.max_pool2d(y_parts, 2, algo=algo)
+    np.testing.assert_array_equal(host(y), host(y_parts))
+    np.testing.assert_array_equal(host(pooled), host(pooled_parts))
+    dpooled = nc.tensor(randn(rng, tuple(pooled.shape)), device=device)
+    dy = F.max_pool2d_backward(dpooled, y, 2, algo=algo)
+    for input_grad in (True, False):
+        fused = nc._C.conv2d_relu_pool_backward(dpooled, xn, wn, y, *geometry, algo, input_grad)
+        parts = nc._C.conv2d_backward(dy, xn, wn, *geometry, algo, y, input_grad)
+        for name, a, e in zip(("dx", "dw", "db"), fused, parts):
+            if e is None:
+                assert a is None, name
+            else:
+                np.testing.assert_array_equal(host(a), host(e), err_msg=name)
+
+
+def test_conv2d_relu_pool_checks_its_arguments(rng):
+    x, w = nc.tensor(randn(rng, (2, 3, 6, 6))), nc.tensor(randn(rng, (4, 3, 3, 3)))
+    geometry = F._Conv2dGeometry("conv2d", (2, 3, 6, 6), (4, 3, 3, 3), 1, 1, 1).args()
+    y, pooled = nc._C.conv2d_relu_pool(x, w, None, *geometry)
+    assert tuple(y.shape) == (2, 4, 6, 6) and tuple(pooled.shape) == (2, 4, 3, 3)
+    with pytest.raises(ValueError, match=r"dpooled must have the pooled shape \(2, 4, 3, 3\)"):
+        nc._C.conv2d_relu_pool_backward(nc.tensor(randn(rng, (2, 4, 6, 6))), x, w, y, *geometry)
+    with pytest.raises(ValueError, match=r"y must have the convolution's output shape"):
+        nc._C.conv2d_relu_pool_backward(pooled, x, w, pooled, *geometry)
+    tiny = F._Conv2dGeometry("conv2d", (2, 3, 3, 3), (4, 3, 3, 3), 1, 0, 1).args()
+    with pytest.raises(ValueError, match="at least 2x2, got 1x1"):
+        nc._C.conv2d_relu_pool(nc.tensor(randn(rng, (2, 3, 3, 3))), w, None, *tiny)

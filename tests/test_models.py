@@ -547,3 +547,45 @@ def test_model_stays_on_its_device(device):
 def test_unknown_device_is_a_clear_error():
     with pytest.raises(ValueError):
         toy_model().to("tpu")
+
+
+# ---- the fused plan: Conv2D(relu) + MaxPooling2D(2) as one op, no input gradient first ---------
+
+
+def test_plan_fuses_conv_relu_pool_and_skips_the_first_input_gradient():
+    model = cifar_net()
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    plan = model._training_plan()
+    kinds = [(type(layer).__name__, type(pool).__name__ if pool else None) for layer, _, pool in plan]
+    assert kinds == [("Conv2D", "MaxPooling2D")] * 3 + [("Flatten", None), ("Dense", None),
+                                                         ("Dense", None)]
+    assert [layer._needs_input_grad for layer in model.layers] == [False] + [True] * 8
+    # Not fused: another activation, another pool, or the pool's output needed on its own.
+    other = nc.Sequential([L.Conv2D(4, 3, activation="sigmoid", input_shape=(8, 8, 1)),
+                           L.MaxPooling2D(2), L.Conv2D(4, 3, activation="relu", padding="same"),
+                           L.MaxPooling2D(3), L.Flatten(), L.Dense(2, activation="softmax")])
+    other.compile("sgd", "sparse_categorical_crossentropy")
+    assert all(pool is None for _, _, pool in other._training_plan())
+
+
+def test_fused_plan_trains_bit_for_bit_like_the_layer_by_layer_one(monkeypatch, device):
+    """The fused ops run the same kernels as the layers one by one: same weights after a few
+    steps, same predictions, same per-layer activations."""
+    rng = np.random.default_rng(2)
+    x = rng.random((8, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, 8)
+    results = []
+    for fuse in (True, False):
+        if not fuse:
+            monkeypatch.setattr(L.Conv2D, "_fuses_with", lambda self, pool: False)
+        nc.set_random_seed(3)
+        model = cifar_net()
+        model.compile(nc.optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy",
+                      device=device)
+        losses = [model.train_on_batch(x, y) for _ in range(3)]
+        results.append((losses, model.get_weights(), model.predict_on_batch(x),
+                        [np.asarray(a) for a in model.activations(x[:2])]))
+    (l1, w1, p1, a1), (l2, w2, p2, a2) = results
+    assert l1 == l2
+    for a, b in zip(w1 + [p1] + a1, w2 + [p2] + a2):
+        np.testing.assert_array_equal(a, b)

@@ -18,7 +18,8 @@ enum ScratchSlot : int {
                                // direct: the output gradients of a chunk as flat rows
   kScratchFlatOutput = 3,      // direct conv2d: one image's output on the flat padded grid
   kScratchPaddedGrads = 4,     // direct conv2d backward: one image's padded output gradient
-  kScratchSlots = 5,
+  kScratchUnpooled = 5,        // conv2d + pool backward: one image's gradient before the pool
+  kScratchSlots = 6,
 };
 
 // A 64-byte-aligned buffer of at least `count` floats, owned by the calling thread.

@@ -328,7 +328,7 @@ FlatConv forward_grid(const Conv2dShape& sh) {
 }
 
 void direct_forward(const Conv2dShape& sh, const ConvKernelSet& ks, const float* x,
-                    const float* w, const float* b, bool relu, float* y) {
+                    const float* w, const float* b, bool relu, float* y, float* pooled) {
   const FlatConv f = forward_grid(sh);
   const int64_t CRS = sh.C * sh.R * sh.S, RS = sh.R * sh.S;
   const PackedWeights pw = pack_weights(
@@ -339,7 +339,12 @@ void direct_forward(const Conv2dShape& sh, const ConvKernelSet& ks, const float*
     pad_image(f, ks, x + n * sh.C * sh.H * sh.W, nullptr, xp);
     float* yf = thread_scratch(kScratchFlatOutput, sh.K * f.L);
     flat_conv(f, ks, pw, xp, yf);
-    unflatten(f, ks, yf, b, relu, y + n * sh.K * f.P * f.Q);
+    float* y_n = y + n * sh.K * f.P * f.Q;
+    unflatten(f, ks, yf, b, relu, y_n);
+    if (pooled != nullptr) {
+      const Pool2dShape ps{1, sh.K, f.P, f.Q, pool2x2_geometry(f.P, f.Q)};
+      max_pool2d_forward(ps, y_n, pooled + n * sh.K * ps.g.out_h * ps.g.out_w);
+    }
   });
 }
 
@@ -348,18 +353,25 @@ void direct_forward(const Conv2dShape& sh, const ConvKernelSet& ks, const float*
 void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const FlatConv& f,
                            const FlatConv& fb, const PackedWeights& pwb,
                            const std::vector<int64_t>& taps, int64_t n_begin, int64_t n_end,
-                           const float* dy, const float* relu_y, const float* x, float* dx,
-                           float* dw_j, float* db_j) {
+                           const float* dy, const float* relu_y, bool pooled, const float* x,
+                           float* dx, float* dw_j, float* db_j) {
   const int64_t m = n_end - n_begin, CHW = sh.C * sh.H * sh.W, KPQ = sh.K * f.P * f.Q;
+  const Pool2dShape ps{1, sh.K, f.P, f.Q, pool2x2_geometry(f.P, f.Q)};
   float* xs = thread_scratch(kScratchColumns, m * f.image_floats);
   float* gs = thread_scratch(kScratchColumnGrads, m * sh.K * f.L);
   for (int64_t n = n_begin; n < n_end; ++n) {
     const float* mask = relu_y != nullptr ? relu_y + n * KPQ : nullptr;
+    const float* dy_n = dy + n * KPQ;
+    if (pooled) {  // this image's gradient at the pool's input, while it is in cache
+      float* unpooled = thread_scratch(kScratchUnpooled, KPQ);
+      max_pool2d_backward(ps, dy + n * sh.K * ps.g.out_h * ps.g.out_w, mask, unpooled);
+      dy_n = unpooled;
+    }
     pad_image(f, ks, x + n * CHW, nullptr, xs + (n - n_begin) * f.image_floats);
-    flatten_grads(f, ks, dy + n * KPQ, mask, gs + (n - n_begin) * sh.K * f.L);
+    flatten_grads(f, ks, dy_n, mask, gs + (n - n_begin) * sh.K * f.L);
     if (dx != nullptr) {
       float* dyp = thread_scratch(kScratchPaddedGrads, fb.image_floats);
-      pad_image(fb, ks, dy + n * KPQ, mask, dyp);
+      pad_image(fb, ks, dy_n, mask, dyp);
       float* dxf = thread_scratch(kScratchFlatOutput, sh.C * fb.L);
       flat_conv(fb, ks, pwb, dyp, dxf);
       unflatten(fb, ks, dxf, nullptr, false, dx + n * CHW);
@@ -376,10 +388,18 @@ void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const
 
 }  // namespace
 
+Pool2dGeometry pool2x2_geometry(int64_t H, int64_t W) {
+  Pool2dGeometry g;
+  g.kernel_h = g.kernel_w = g.stride_h = g.stride_w = 2;
+  g.out_h = H / 2;
+  g.out_w = W / 2;
+  return g;
+}
+
 void conv2d_forward_fused(const Conv2dShape& sh, const float* x, const float* w, const float* b,
-                          bool relu, float* y) {
+                          bool relu, float* y, float* pooled) {
   if (const ConvKernelSet* ks = direct_kernels(); ks != nullptr && direct_applies(sh)) {
-    direct_forward(sh, *ks, x, w, b, relu, y);
+    direct_forward(sh, *ks, x, w, b, relu, y, pooled);
     return;
   }
   const int64_t PQ = sh.g.out_h * sh.g.out_w, CRS = sh.C * sh.R * sh.S;
@@ -402,23 +422,37 @@ void conv2d_forward_fused(const Conv2dShape& sh, const float* x, const float* w,
       }
     }
   });
+  if (pooled != nullptr)
+    max_pool2d_forward(Pool2dShape{sh.N, sh.K, sh.g.out_h, sh.g.out_w,
+                                   pool2x2_geometry(sh.g.out_h, sh.g.out_w)},
+                       y, pooled);
 }
 
 void conv2d_forward(const Conv2dShape& sh, const float* x, const float* w, const float* b,
                     float* y) {
-  conv2d_forward_fused(sh, x, w, b, false, y);
+  conv2d_forward_fused(sh, x, w, b, false, y, nullptr);
 }
 
 void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* relu_y,
-                           const float* x, const float* w, float* dx, float* dw, float* db) {
+                           bool pooled, const float* x, const float* w, float* dx, float* dw,
+                           float* db) {
   const int64_t PQ = sh.g.out_h * sh.g.out_w, CRS = sh.C * sh.R * sh.S, CHW = sh.C * sh.H * sh.W;
   const int64_t KCRS = sh.K * CRS;
   const int64_t chunks = std::min(sh.N, kWeightChunks);
   const ConvKernelSet* ks = direct_kernels();
   const bool direct = ks != nullptr && direct_applies(sh);
 
-  // The im2col path reads a masked copy of dy; the direct one masks while copying dy anyway.
-  std::vector<float> masked;
+  // The im2col path reads a masked copy of dy (routed through the pool first); the direct one
+  // does both image by image while copying dy anyway.
+  std::vector<float> unpooled, masked;
+  if (pooled && !direct) {
+    unpooled.resize(sh.N * sh.K * PQ);
+    max_pool2d_backward(Pool2dShape{sh.N, sh.K, sh.g.out_h, sh.g.out_w,
+                                    pool2x2_geometry(sh.g.out_h, sh.g.out_w)},
+                        dy, relu_y, unpooled.data());
+    dy = unpooled.data();
+    pooled = false;
+  }
   if (relu_y != nullptr && !direct) {
     masked.resize(sh.N * sh.K * PQ);
     relu_backward(static_cast<int64_t>(masked.size()), dy, relu_y, masked.data());
@@ -456,7 +490,7 @@ void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* 
           [&](int64_t t) { return fb.tap(t / RS, t / sh.S % sh.R, t % sh.S); });
     run_chunk = [&](int64_t j) {
       direct_backward_chunk(sh, *ks, f, fb, pwb, taps, sh.N * j / chunks, sh.N * (j + 1) / chunks,
-                            dy, relu_y, x, dx, dw_of_chunk(j), db_of_chunk(j));
+                            dy, relu_y, pooled, x, dx, dw_of_chunk(j), db_of_chunk(j));
     };
   } else {
     run_chunk = [&](int64_t j) {
@@ -520,7 +554,7 @@ void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* 
 
 void conv2d_backward(const Conv2dShape& sh, const float* dy, const float* x, const float* w,
                      float* dx, float* dw, float* db) {
-  conv2d_backward_fused(sh, dy, nullptr, x, w, dx, dw, db);
+  conv2d_backward_fused(sh, dy, nullptr, false, x, w, dx, dw, db);
 }
 
 }  // namespace nanocnn::cpu

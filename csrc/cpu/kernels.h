@@ -75,10 +75,17 @@ NANOCNN_CPU_KERNELS
 //   relu:   y = max(conv + b, 0) in the same pass that writes y
 //   relu_y: dy is read as dy * (relu_y > 0) (the ReLU backward folded into the copies of dy)
 //   dx == nullptr: no input gradient (nothing of its work is done)
+//   pooled (forward): also max_pool2d(y) with a 2x2 window and stride 2, (N, K, P/2, Q/2),
+//           computed image by image while y is in cache
+//   pooled (backward): dy is the gradient of that pooled output, (N, K, P/2, Q/2); it is routed
+//           to each window's winner in relu_y (required then) image by image, in cache
 void conv2d_forward_fused(const Conv2dShape& s, const float* x, const float* w, const float* b,
-                          bool relu, float* y);
+                          bool relu, float* y, float* pooled = nullptr);
 void conv2d_backward_fused(const Conv2dShape& s, const float* dy, const float* relu_y,
-                           const float* x, const float* w, float* dx, float* dw, float* db);
+                           bool pooled, const float* x, const float* w, float* dx, float* dw,
+                           float* db);
+// The 2x2 / stride 2 / unpadded pooling geometry of an (H, W) input.
+Pool2dGeometry pool2x2_geometry(int64_t H, int64_t W);
 }  // namespace cpu
 namespace ref {
 NANOCNN_CPU_KERNELS

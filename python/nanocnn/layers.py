@@ -362,6 +362,34 @@ class Conv2D(Layer):
         self._x = self._y = None
         return dx
 
+    # ---- fused with a following MaxPooling2D(2) (used by Sequential) --------------------------
+
+    def _fuses_with(self, pool) -> bool:
+        """Whether this layer and `pool` (the next layer) can run as one op: ReLU, then a 2x2
+        window with stride 2 and no padding over this layer's whole output (but for an odd last
+        row or column, which no window reads)."""
+        if self.activation != "relu" or not isinstance(pool, MaxPooling2D) or not pool.built:
+            return False
+        kernel, stride, padding, out_size = pool._geometry
+        _, h, w = self._out
+        return (tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
+                and tuple(out_size) == (h // 2, w // 2) and h >= 2 and w >= 2)
+
+    def forward_pooled(self, x, training=False):
+        """relu(conv(x)) pooled 2x2 in one op; keeps the unpooled output for backward_pooled."""
+        b = self.weights[1] if self.use_bias else None
+        y, pooled = _C.conv2d_relu_pool(x, self.weights[0], b, *self._geometry, "fast")
+        self._x, self._y, self._activated = x, y, True
+        return pooled
+
+    def backward_pooled(self, dpooled):
+        dx, dw, db = _C.conv2d_relu_pool_backward(dpooled, self._x, self.weights[0], self._y,
+                                                  *self._geometry, "fast",
+                                                  self._needs_input_grad)
+        self.grads = [dw, db] if self.use_bias else [dw]
+        self._x = self._y = None
+        return dx
+
     def release(self):
         self._x = self._y = None
 

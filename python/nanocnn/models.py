@@ -275,7 +275,7 @@ class Sequential:
         self._input_format = None  # data_format given by an Input layer
         self.data_format = "channels_last"
         self._device = "cpu"
-        self._plan = None          # [(layer, activate)] for training/evaluation; None: rebuild
+        self._plan = None          # [(layer, activate, pool)]: see _training_plan; None: rebuild
         self._fuse_last = False
         self._with_accuracy = False
         if layers is not None:
@@ -459,17 +459,34 @@ class Sequential:
                                f"[\"accuracy\"])")
 
     def _training_plan(self):
+        """[(layer, activate, pool)]: each layer in order, whether to apply its activation (not
+        the last one's when the loss fuses it), and the MaxPooling2D fused into it (a
+        Conv2D(relu) followed by a 2x2 pool runs as one op: Conv2D.forward_pooled), or None; a
+        fused pool has no entry of its own. Also the backward order, self._reversed."""
         if self._plan is None:
             last = len(self.layers) - 1
-            self._plan = [(layer, not (self._fuse_last and i == last))
-                          for i, layer in enumerate(self.layers)]
+            plan, fused = [], set()
+            for i, layer in enumerate(self.layers):
+                if i in fused:
+                    continue
+                nxt = self.layers[i + 1] if i < last else None
+                pool = None
+                if (isinstance(layer, layers_module.Conv2D) and nxt is not None
+                        and layer._fuses_with(nxt) and not (self._fuse_last and i + 1 == last)):
+                    pool = nxt
+                    fused.add(i + 1)
+                plan.append((layer, not (self._fuse_last and i == last), pool))
+            self._plan = plan
             # Backward stops at the first layer with weights: the ones before it have nothing to
             # learn, and that layer needs no input gradient (the first conv's is a third of its
             # backward).
             first = next((i for i, layer in enumerate(self.layers) if layer.weights), 0)
             for i, layer in enumerate(self.layers):
                 layer._needs_input_grad = i != first
-            self._reversed = self.layers[first:][::-1]
+            first_layer = self.layers[first]
+            steps = [(layer, pool) for layer, _, pool in plan]
+            start = next((j for j, (layer, _) in enumerate(steps) if layer is first_layer), 0)
+            self._reversed = steps[start:][::-1]
         return self._plan
 
     # ---- inputs ------------------------------------------------------------------------------
@@ -530,13 +547,13 @@ class Sequential:
     # ---- one step ----------------------------------------------------------------------------
 
     def _train_step(self, x, targets):
-        for layer, activate in self._plan:
-            x = layer.forward(x, True, activate)
+        for layer, activate, pool in self._plan:
+            x = layer.forward_pooled(x, True) if pool else layer.forward(x, True, activate)
         loss, dy = self.loss.compute(x, targets)
         correct = self.loss.correct(x, targets) if self._with_accuracy else None
         count = self.loss.accuracy_count(x)
-        for layer in self._reversed:
-            dy = layer.backward(dy)
+        for layer, pool in self._reversed:
+            dy = layer.backward_pooled(dy) if pool else layer.backward(dy)
         params, grads = [], []
         for layer in self.layers:
             params += layer.weights
@@ -545,13 +562,17 @@ class Sequential:
         return loss, correct, count
 
     def _test_step(self, x, targets):
-        for layer, activate in self._plan:
-            x = layer.forward(x, False, activate)
+        for layer, activate, pool in self._plan:
+            x = layer.forward_pooled(x, False) if pool else layer.forward(x, False, activate)
         loss, _ = self.loss.compute(x, targets)
         correct = self.loss.correct(x, targets) if self._with_accuracy else None
         return loss, correct, self.loss.accuracy_count(x)
 
     def _forward(self, x, keep_outputs=False):
+        if not keep_outputs:  # the fused plan, with every activation (the last one's included)
+            for layer, _, pool in self._training_plan():
+                x = layer.forward_pooled(x, False) if pool else layer.forward(x, False, True)
+            return x
         outputs = []
         for layer in self.layers:
             x = layer.forward(x, False, True)
