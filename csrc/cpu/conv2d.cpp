@@ -6,21 +6,25 @@
 //
 // 1. Direct (stride 1, dilation 1, padding below the kernel size on every side -- every Keras
 //    "same"/"valid" conv -- on an AVX-512 CPU). No im2col: each image is copied once into a
-//    zero-padded (C, Hp, Wp) buffer and read as a "flat padded grid" (conv_kernels.h): output
-//    pixel (p, q) is position i = p*Wp + q, and its input under tap (c, r, s) is position
-//    i + off(c,r,s) of the buffer, off = c*Hp*Wp + r*Wp + s. A row of outputs is thus a GEMM
-//    with the packed weights as A and *shifted rows of the padded image* as B.
+//    zero-padded (C, Hp, Wp) buffer read as a "flat padded grid" (conv_kernels.h): output pixel
+//    (p, q) is position i = p*Wp + q, and its input under tap (c, r, s) is position
+//    i + off(c,r,s) of the buffer, off = c*Hp*Wp + r*Wp + s. A row of outputs is thus a GEMM with
+//    the packed weights as A and *shifted rows of the padded image* as B.
 //      forward      yf (K, L) = w (K, CRS) @ [xp shifted by off(t)]_t,   L = P*Wp
-//                   then y[k,p,q] = yf[k, p*Wp + q] + b[k]   (columns q >= Q are dropped)
+//                   then y[k,p,q] = yf[k, p*Wp + q] + b[k] (ReLU)   (columns q >= Q dropped)
 //      input grad   the same kernel on the padded dy: dx = conv(dy padded by (R-1-pt, S-1-pl),
 //                   w flipped and transposed to (C, K, R, S))
 //      weight grad  dw[k, t] = sum_n sum_i g_n[k, i] * xp_n[i + off(t)], with g_n = dy_n on the
 //                   flat grid (zero in the dropped columns): dot products, no transposes
-//    Cost: the 2*K*CRS*P*Wp flops of each direction (Wp/Q more than needed: 3% at 32x32 "same"
-//    2x2, 12% at 8x8) plus one copy of x and dy per image; the micro-kernels run at the GEMM's
-//    speed (the same 12 x 32 register tile), and small layers (the seed networks' 2x2 convs, a
-//    K=12 reduction for conv1) no longer pay for writing and re-reading an im2col matrix, which
-//    cost as much as the arithmetic there (measured: see bench/results).
+//    Small images (8x8, 16x16), where the dropped columns would be 6-25% of the work, use S
+//    copies of the padded image shifted by one column each instead (FlatConv): same kernels,
+//    offsets, nothing dropped.
+//    Cost: 2*K*CRS*P*Wr flops per direction (Wr = Wp or Q) plus one copy (or S) of x and dy per
+//    image; the micro-kernels run at the GEMM's speed (the same 12 x 32 register tile), and small
+//    layers (the seed networks' 2x2 convs, a K=12 reduction for conv1) no longer pay for writing
+//    and re-reading an im2col matrix, which cost as much as their arithmetic (bench/results).
+//    Fusions: bias + ReLU in the output pass, ReLU backward in the copies of dy, and a following
+//    2x2 max pool (conv2d_relu_pool in ops.h) image by image while the output is in cache.
 //
 // 2. im2col + GEMM (everything else: strides, dilation, CPUs without AVX-512), one image at a
 //    time.
@@ -200,57 +204,89 @@ bool direct_applies(const Conv2dShape& sh) {
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-// One stride-1 convolution of a (C, H, W) image into (K, P, Q), seen on the flat padded grid.
+// One stride-1 convolution of a (C, H, W) image into (K, P, Q) as a GEMM over shifted rows.
+// The image, zero-padded to (C, Hp, Wp), is laid out as `copies` images of rows of Wr floats:
+//   1 copy, Wr = Wp ("flat padded grid"): output (p, q) is position i = p*Wp + q, its input under
+//       tap (c, r, s) is i + (c*Hp + r)*Wp + s. Columns q >= Q of each row are computed and
+//       dropped: (S-1)/Q of the work (3% for a 2x2 kernel at 32x32, 12% at 8x8).
+//   S copies, Wr = Q ("shifted copies"): copy s holds columns s .. s+Q-1 of the padded image, and
+//       tap (c, r, s) is i + ((s*C + c)*Hp + r)*Q with i = p*Q + q: nothing is dropped, for S
+//       times the copying.
+// Either way every tap reads one contiguous row per tile. choose_copies() picks the layout.
 struct FlatConv {
   int64_t C, H, W, pt, pl;  // input channels and size, top and left padding
   int64_t K, R, S, P, Q;    // output channels, kernel, output size
   int64_t Hp, Wp;           // padded image: P + R - 1 rows of Q + S - 1
-  int64_t L;                // flat positions computed: P * Wp rounded up to 16
-  int64_t image_floats;     // padded image plus slack: the last tap's reads end at most S + 13
-                            // floats past C * Hp * Wp
+  int64_t copies, Wr;       // copies of the image and their row length (see above)
+  int64_t L;                // positions computed per channel: P * Wr rounded up to 16
+  int64_t image_floats;     // all copies plus slack: the last tap's reads end at most S + 13
+                            // floats past them
 
   FlatConv(int64_t C_, int64_t H_, int64_t W_, int64_t pt_, int64_t pl_, int64_t K_, int64_t R_,
            int64_t S_, int64_t P_, int64_t Q_)
       : C(C_), H(H_), W(W_), pt(pt_), pl(pl_), K(K_), R(R_), S(S_), P(P_), Q(Q_),
-        Hp(P_ + R_ - 1), Wp(Q_ + S_ - 1), L(round_up(P_ * (Q_ + S_ - 1), 16)),
-        image_floats(round_up(C_ * (P_ + R_ - 1) * (Q_ + S_ - 1) + S_ + 16, 16)) {}
+        Hp(P_ + R_ - 1), Wp(Q_ + S_ - 1) {
+    copies = choose_copies();
+    Wr = copies == 1 ? Wp : Q;
+    L = round_up(P * Wr, 16);
+    image_floats = round_up(copies * C * Hp * Wr + S + 16, 16);
+  }
 
-  int64_t tap(int64_t c, int64_t r, int64_t s) const { return (c * Hp + r) * Wp + s; }
+  // Shifted copies when they save at least 5% of the tile work and still fit in half of a 1 MiB
+  // L2 (measured on the CIFAR net: conv3 at 8x8 computes 64 positions instead of 80).
+  int64_t choose_copies() const {
+    if (S == 1) return 1;
+    const int64_t flat = round_up(P * Wp, 16), shifted = round_up(P * Q, 16);
+    const bool fits = S * C * Hp * Q * int64_t{sizeof(float)} <= (int64_t{512} << 10);
+    return fits && 20 * shifted <= 19 * flat ? S : 1;
+  }
+
+  int64_t tap(int64_t c, int64_t r, int64_t s) const {
+    return copies == 1 ? (c * Hp + r) * Wp + s : ((s * C + c) * Hp + r) * Q;
+  }
 };
 
-// dst (C, Hp, Wp) <- src (C, H, W) placed at (pt, pl), zeros around it and in the slack.
+// dst <- the copies of src (C, H, W) placed at (pt, pl): copy j, channel c, row h' holds columns
+// j .. j + Wr - 1 of the padded row h' (j = 0 for the flat grid); zeros elsewhere and in the slack.
+// With a mask (laid out as src), src reads as 0 where the mask is not above 0.
 void pad_image(const FlatConv& f, const ConvKernelSet& ks, const float* src, const float* mask,
                float* dst) {
   const int64_t bottom = f.Hp - f.pt - f.H;
-  for (int64_t c = 0; c < f.C; ++c) {
-    float* d = dst + c * f.Hp * f.Wp;
-    std::memset(d, 0, f.pt * f.Wp * sizeof(float));
-    ks.pad_rows(src + c * f.H * f.W, mask != nullptr ? mask + c * f.H * f.W : nullptr, f.H, f.W,
-                d + f.pt * f.Wp, f.Wp, f.pl);
-    std::memset(d + (f.pt + f.H) * f.Wp, 0, bottom * f.Wp * sizeof(float));
+  for (int64_t j = 0; j < f.copies; ++j) {
+    // dst column q takes src column q + j - pl: skip `cut` source columns, or start `lead`
+    // columns into the row.
+    const int64_t cut = std::max<int64_t>(0, j - f.pl), lead = std::max<int64_t>(0, f.pl - j);
+    for (int64_t c = 0; c < f.C; ++c) {
+      float* d = dst + (j * f.C + c) * f.Hp * f.Wr;
+      const int64_t at = c * f.H * f.W + cut;
+      std::memset(d, 0, f.pt * f.Wr * sizeof(float));
+      ks.pad_rows(src + at, mask != nullptr ? mask + at : nullptr, f.W, f.H, f.W - cut,
+                  d + f.pt * f.Wr, f.Wr, lead);
+      std::memset(d + (f.pt + f.H) * f.Wr, 0, bottom * f.Wr * sizeof(float));
+    }
   }
-  const int64_t used = f.C * f.Hp * f.Wp;
+  const int64_t used = f.copies * f.C * f.Hp * f.Wr;
   std::memset(dst + used, 0, (f.image_floats - used) * sizeof(float));
 }
 
-// g (K, L) <- dy (K, P, Q) on the flat grid: g[k][p*Wp + q] = dy[k][p][q], zero in the dropped
-// columns q >= Q and past P*Wp. With a mask (the fused ReLU's output), dy reads as 0 where the
-// mask is not above 0.
+// g (K, L) <- dy (K, P, Q) at the output positions: g[k][p*Wr + q] = dy[k][p][q], zero in the
+// dropped columns q >= Q and past P*Wr. With a mask (the fused ReLU's output), dy reads as 0
+// where the mask is not above 0.
 void flatten_grads(const FlatConv& f, const ConvKernelSet& ks, const float* dy, const float* mask,
                    float* g) {
   for (int64_t k = 0; k < f.K; ++k) {
     float* row = g + k * f.L;
     const int64_t at = k * f.P * f.Q;
-    ks.pad_rows(dy + at, mask != nullptr ? mask + at : nullptr, f.P, f.Q, row, f.Wp, 0);
-    for (int64_t i = f.P * f.Wp; i < f.L; ++i) row[i] = 0.f;
+    ks.pad_rows(dy + at, mask != nullptr ? mask + at : nullptr, f.Q, f.P, f.Q, row, f.Wr, 0);
+    for (int64_t i = f.P * f.Wr; i < f.L; ++i) row[i] = 0.f;
   }
 }
 
-// y (K, P, Q) <- the flat outputs yf (K rows of L) without the dropped columns, plus b[k].
+// y (K, P, Q) <- the outputs yf (K rows of L) without the dropped columns, plus b[k].
 void unflatten(const FlatConv& f, const ConvKernelSet& ks, const float* yf, const float* b,
                bool relu, float* y) {
   for (int64_t k = 0; k < f.K; ++k)
-    ks.crop_rows(yf + k * f.L, f.P, f.Wp, f.Q, b != nullptr ? b[k] : 0.f, relu,
+    ks.crop_rows(yf + k * f.L, f.P, f.Wr, f.Q, b != nullptr ? b[k] : 0.f, relu,
                  y + k * f.P * f.Q);
 }
 

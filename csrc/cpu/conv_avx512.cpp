@@ -55,10 +55,11 @@ inline __mmask16 lanes_below(int64_t n) {  // the first min(n, 16) lanes
   return n >= kVL ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-void pad_rows(const float* src, const float* mask, int64_t rows, int64_t w, float* dst,
-              int64_t ld, int64_t pl) {
+void pad_rows(const float* src, const float* mask, int64_t src_ld, int64_t rows, int64_t w,
+              float* dst, int64_t ld, int64_t pl) {
   const __m512 zero = _mm512_setzero_ps();
-  for (int64_t r = 0; r < rows; ++r, src += w, mask += mask != nullptr ? w : 0, dst += ld) {
+  for (int64_t r = 0; r < rows; ++r, src += src_ld, mask += mask != nullptr ? src_ld : 0,
+               dst += ld) {
     // dst[j] for j in [j0, j0 + 16) takes src[j - pl] on the lanes with pl <= j < pl + w.
     for (int64_t j0 = 0; j0 < ld; j0 += kVL) {
       const int64_t lo = pl - j0, hi = pl + w - j0;  // lanes [lo, hi) read src

@@ -32,12 +32,13 @@ using DwTile = void (*)(int64_t images, int64_t len, const float* g, int64_t g_i
                         bool accumulate);
 
 // Row copies around the tiles (16 lanes at a time, masked at the edges):
-//   PadRows:  for r < rows: dst[r * ld + j] = (pl <= j < pl + w) ? src[r * w + j - pl] : 0, j < ld
+//   PadRows:  for r < rows: dst[r * ld + j] = (pl <= j < pl + w) ? src[r * src_ld + j - pl] : 0,
+//             j < ld
 //             (with a mask, laid out as src: src elements whose mask is not above 0 read as 0)
 //   CropRows: for r < rows: dst[r * q + j] = src[r * ld + j] + bias, j < q; then 0 when relu and
 //             the sum is not above 0
-using PadRows = void (*)(const float* src, const float* mask, int64_t rows, int64_t w, float* dst,
-                         int64_t ld, int64_t pl);
+using PadRows = void (*)(const float* src, const float* mask, int64_t src_ld, int64_t rows,
+                         int64_t w, float* dst, int64_t ld, int64_t pl);
 using CropRows = void (*)(const float* src, int64_t rows, int64_t ld, int64_t q, float bias,
                           bool relu, float* dst);
 
