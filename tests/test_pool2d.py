@@ -240,7 +240,11 @@ def test_max_pool2d_ceil_mode_with_valid_padding_rounds_up():
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 32, 32), (1, 2, 7, 9), (3, 1, 2, 35), (1, 1, 66, 3),
-                                   (2, 2, 17, 50)])
+                                   (2, 2, 17, 50),
+                                   # small planes, 16 windows over several rows (Q = 8, 4, 2, 1),
+                                   # window counts that are not multiples of 16
+                                   (3, 5, 8, 8), (2, 3, 16, 16), (5, 1, 4, 4), (7, 3, 2, 2),
+                                   (1, 1, 16, 8), (3, 2, 6, 4)])
 def test_max_pool2d_2x2_simd_and_scalar_agree_bit_for_bit(shape, rng):
     x = randn(rng, shape)
     x[rng.random(shape) < 0.4] = 0.0  # whole windows of ReLU zeros: ties

@@ -105,12 +105,33 @@ bool is_2x2_stride_2(const Pool2dShape& sh) {
          g.pad_top == 0 && g.pad_left == 0 && 2 * g.out_h <= sh.H && 2 * g.out_w <= sh.W;
 }
 
+// Planes of exactly 2P x 2Q with Q in {1, 2, 4, 8} (8x8 and smaller feature maps): the SIMD
+// kernels then take 16 windows over several rows at once instead of Q per row.
+bool packs(const Pool2dShape& sh) {
+  const int64_t Q = sh.g.out_w;
+  return sh.H == 2 * sh.g.out_h && sh.W == 2 * Q && (Q == 1 || Q == 2 || Q == 4 || Q == 8);
+}
+
+// Runs body(j_begin, j_end) over the windows [0, windows) in groups of 16 split over threads.
+template <class Body>
+void for_window_groups(int64_t windows, const Body& body) {
+  parallel_for((windows + 15) / 16, 64, [&](int64_t begin, int64_t end) {
+    body(16 * begin, std::min(windows, 16 * end));
+  });
+}
+
 }  // namespace
 
 void max_pool2d_forward(const Pool2dShape& sh, const float* x, float* y) {
   const int64_t P = sh.g.out_h, Q = sh.g.out_w, HW = sh.H * sh.W;
   const bool fast = is_2x2_stride_2(sh);
   const pool_detail::PoolKernelSet* simd = fast ? simd_kernels() : nullptr;
+  if (simd != nullptr && packs(sh)) {
+    for_window_groups(sh.N * sh.C * P * Q, [&](int64_t j0, int64_t j1) {
+      simd->forward_packed(x + 4 * j0, j1 - j0, Q, y + j0);
+    });
+    return;
+  }
   parallel_for(sh.N * sh.C, HW, [&](int64_t begin, int64_t end) {
     for (int64_t nc = begin; nc < end; ++nc) {
       const float* plane = x + nc * HW;
@@ -171,6 +192,12 @@ void max_pool2d_backward(const Pool2dShape& sh, const float* dy, const float* x,
   const int64_t P = sh.g.out_h, Q = sh.g.out_w, HW = sh.H * sh.W;
   const bool fast = is_2x2_stride_2(sh);
   const pool_detail::PoolKernelSet* simd = fast ? simd_kernels() : nullptr;
+  if (simd != nullptr && packs(sh)) {
+    for_window_groups(sh.N * sh.C * P * Q, [&](int64_t j0, int64_t j1) {
+      simd->backward_packed(x + 4 * j0, dy + j0, j1 - j0, Q, dx + 4 * j0);
+    });
+    return;
+  }
   parallel_for(sh.N * sh.C, HW, [&](int64_t begin, int64_t end) {
     for (int64_t nc = begin; nc < end; ++nc) {
       if (fast) {

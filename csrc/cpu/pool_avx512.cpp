@@ -104,8 +104,91 @@ void backward(const float* plane, const float* grad, int64_t W, int64_t P, int64
   }
 }
 
+// ---- small planes: 16 windows spanning several row pairs ----------------------------------------
+// When every plane is exactly 2P x 2Q with Q in {1, 2, 4, 8}, the windows of the whole tensor in
+// order (plane, p, q) read consecutive blocks of 4 floats' worth of input: window j's top-left
+// cell is at 4j - 2 (j mod Q), so 16 windows from a multiple of 16 read exactly the 64 floats at
+// 4 j0, the first 8 windows the first 32 of them. Two permutes per cell gather the windows'
+// cells from those 4 registers, and the backward pass scatters the gradients back the same way.
+
+struct PackedLayout {
+  alignas(64) int32_t cell[4][16];     // cell[x][jj]: offset (mod 32) of window jj's cell x
+  alignas(64) int32_t ab[4][16];       // output register k, lane l: window jj (+16 if cell b)
+  alignas(64) int32_t cd[4][16];       //                             window jj (+16 if cell d)
+  __mmask16 from_cd[4];                // lanes of output register k taken from cells c/d
+
+  explicit PackedLayout(int64_t Q) {
+    for (int jj = 0; jj < 16; ++jj) {
+      const int a = 4 * jj - 2 * (jj % static_cast<int>(Q));
+      const int offsets[4] = {a, a + 1, a + 2 * static_cast<int>(Q), a + 2 * static_cast<int>(Q) + 1};
+      for (int x = 0; x < 4; ++x) cell[x][jj] = offsets[x] & 31;
+    }
+    for (int k = 0; k < 4; ++k) {
+      from_cd[k] = 0;
+      for (int l = 0; l < 16; ++l) {
+        const int pos = 16 * k + l, pair = pos / (4 * static_cast<int>(Q));
+        const int in_pair = pos % (4 * static_cast<int>(Q));
+        const int row = in_pair / (2 * static_cast<int>(Q)), col = in_pair % (2 * static_cast<int>(Q));
+        const int jj = pair * static_cast<int>(Q) + col / 2, odd = col % 2;
+        ab[k][l] = cd[k][l] = jj + 16 * odd;
+        if (row == 1) from_cd[k] = static_cast<__mmask16>(from_cd[k] | (1u << l));
+      }
+    }
+  }
+};
+
+inline Cells load_packed(const PackedLayout& lay, const float* x, int64_t n) {
+  __m512 v[4];
+  for (int k = 0; k < 4; ++k) v[k] = _mm512_maskz_loadu_ps(lanes_below(4 * n - 16 * k), x + 16 * k);
+  __m512 c[4];
+  for (int cell = 0; cell < 4; ++cell) {
+    const __m512i idx = _mm512_load_si512(lay.cell[cell]);
+    c[cell] = _mm512_mask_blend_ps(static_cast<__mmask16>(0xFF00),
+                                   _mm512_permutex2var_ps(v[0], idx, v[1]),
+                                   _mm512_permutex2var_ps(v[2], idx, v[3]));
+  }
+  return Cells{c[0], c[1], c[2], c[3]};
+}
+
+void forward_packed(const float* x, int64_t windows, int64_t Q, float* out) {
+  const PackedLayout lay(Q);
+  for (int64_t j0 = 0; j0 < windows; j0 += 16) {
+    const int64_t n = windows - j0;
+    const Cells c = load_packed(lay, x + 4 * j0, n);
+    __m512 m = c.a;
+    challenge(c.b, &m);
+    challenge(c.c, &m);
+    challenge(c.d, &m);
+    _mm512_mask_storeu_ps(out + j0, lanes_below(n), m);
+  }
+}
+
+void backward_packed(const float* x, const float* grad, int64_t windows, int64_t Q, float* out) {
+  const PackedLayout lay(Q);
+  for (int64_t j0 = 0; j0 < windows; j0 += 16) {
+    const int64_t n = windows - j0;
+    const Cells c = load_packed(lay, x + 4 * j0, n);
+    __m512 m = c.a;
+    const __mmask16 tb = challenge(c.b, &m);
+    const __mmask16 tc = challenge(c.c, &m);
+    const __mmask16 td = challenge(c.d, &m);
+    const __mmask16 wd = td, wc = tc & ~td, wb = tb & ~tc & ~td;
+    const __mmask16 wa = static_cast<__mmask16>(~(tb | tc | td));
+    const __m512 g = _mm512_maskz_loadu_ps(lanes_below(n), grad + j0);
+    const __m512 ga = _mm512_maskz_mov_ps(wa, g), gb = _mm512_maskz_mov_ps(wb, g);
+    const __m512 gc = _mm512_maskz_mov_ps(wc, g), gd = _mm512_maskz_mov_ps(wd, g);
+    for (int k = 0; k < 4; ++k) {
+      const __m512 top = _mm512_permutex2var_ps(ga, _mm512_load_si512(lay.ab[k]), gb);
+      const __m512 bottom = _mm512_permutex2var_ps(gc, _mm512_load_si512(lay.cd[k]), gd);
+      _mm512_mask_storeu_ps(out + 4 * j0 + 16 * k, lanes_below(4 * n - 16 * k),
+                            _mm512_mask_blend_ps(lay.from_cd[k], top, bottom));
+    }
+  }
+}
+
 }  // namespace
 
-extern const PoolKernelSet kAvx512PoolKernels = {"avx512", &forward, &backward};
+extern const PoolKernelSet kAvx512PoolKernels = {"avx512", &forward, &backward, &forward_packed,
+                                                 &backward_packed};
 
 }  // namespace nanocnn::cpu::pool_detail

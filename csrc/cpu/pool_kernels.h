@@ -15,10 +15,18 @@ using Pool2x2Forward = void (*)(const float* plane, int64_t W, int64_t P, int64_
 using Pool2x2Backward = void (*)(const float* plane, const float* grad, int64_t W, int64_t P,
                                  int64_t Q, float* out);
 
+// Whole tensors of planes that are exactly 2P x 2Q with Q in {1, 2, 4, 8}, as `windows` =
+// N*C*P*Q windows in order: out[j] / the gradient of window j, the same rule (pool_avx512.cpp).
+using Pool2x2ForwardPacked = void (*)(const float* x, int64_t windows, int64_t Q, float* out);
+using Pool2x2BackwardPacked = void (*)(const float* x, const float* grad, int64_t windows,
+                                       int64_t Q, float* out);
+
 struct PoolKernelSet {
   const char* name;
   Pool2x2Forward forward;
   Pool2x2Backward backward;
+  Pool2x2ForwardPacked forward_packed;
+  Pool2x2BackwardPacked backward_packed;
 };
 
 // Defined in pool_avx512.cpp (x86-64 builds only); use only after checking the CPU.

@@ -96,7 +96,7 @@ def network_cases(net: networks.Net, batch: int) -> list[Case]:
 
 
 # Common 3x3 layers of image classifiers (ResNet/VGG stages): (channels, image size).
-CONV3X3_LAYERS = ((64, 56), (128, 28), (256, 14))
+CONV3X3_LAYERS = ((64, 56), (128, 28), (128, 16), (256, 14))
 
 
 def conv3x3_cases(batch: int, layers=CONV3X3_LAYERS) -> list[Case]:
