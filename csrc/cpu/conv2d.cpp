@@ -252,23 +252,19 @@ struct FlatConv {
 // With a mask (laid out as src), src reads as 0 where the mask is not above 0.
 void pad_image(const FlatConv& f, const ConvKernelSet& ks, const float* src, const float* mask,
                float* dst) {
-  const int64_t bottom = f.Hp - f.pt - f.H;
-  // Over (copy, channel) pairs; split over threads when not inside a parallel region already
-  // (a lone image: batch 1).
-  parallel_for(f.copies * f.C, f.Hp * f.Wr, [&](int64_t begin, int64_t end) {
-    for (int64_t jc = begin; jc < end; ++jc) {
-      const int64_t j = jc / f.C, c = jc % f.C;
-      // dst column q takes src column q + j - pl: skip `cut` source columns, or start `lead`
-      // columns into the row.
-      const int64_t cut = std::max<int64_t>(0, j - f.pl), lead = std::max<int64_t>(0, f.pl - j);
-      float* d = dst + jc * f.Hp * f.Wr;
-      const int64_t at = c * f.H * f.W + cut;
-      std::memset(d, 0, f.pt * f.Wr * sizeof(float));
-      ks.pad_rows(src + at, mask != nullptr ? mask + at : nullptr, f.W, f.H, f.W - cut,
-                  d + f.pt * f.Wr, f.Wr, lead);
-      std::memset(d + (f.pt + f.H) * f.Wr, 0, bottom * f.Wr * sizeof(float));
-    }
-  });
+  // Over channels of each copy; split over threads when not inside a parallel region already (a
+  // lone image: batch 1).
+  for (int64_t j = 0; j < f.copies; ++j) {
+    // dst column q takes src column q + j - pl: skip `cut` source columns, or start `lead`
+    // columns into the row.
+    const int64_t cut = std::max<int64_t>(0, j - f.pl), lead = std::max<int64_t>(0, f.pl - j);
+    parallel_for(f.C, f.Hp * f.Wr, [&](int64_t begin, int64_t end) {
+      const int64_t at = begin * f.H * f.W + cut;
+      ks.pad_planes(src + at, mask != nullptr ? mask + at : nullptr, end - begin, f.H * f.W, f.W,
+                    f.H, f.W - cut, dst + (j * f.C + begin) * f.Hp * f.Wr, f.Hp * f.Wr, f.pt,
+                    f.Wr, lead);
+    });
+  }
   const int64_t used = f.copies * f.C * f.Hp * f.Wr;
   std::memset(dst + used, 0, (f.image_floats - used) * sizeof(float));
 }
@@ -279,12 +275,9 @@ void pad_image(const FlatConv& f, const ConvKernelSet& ks, const float* src, con
 void flatten_grads(const FlatConv& f, const ConvKernelSet& ks, const float* dy, const float* mask,
                    float* g) {
   parallel_for(f.K, f.L, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      float* row = g + k * f.L;
-      const int64_t at = k * f.P * f.Q;
-      ks.pad_rows(dy + at, mask != nullptr ? mask + at : nullptr, f.Q, f.P, f.Q, row, f.Wr, 0);
-      for (int64_t i = f.P * f.Wr; i < f.L; ++i) row[i] = 0.f;
-    }
+    const int64_t at = begin * f.P * f.Q;
+    ks.pad_planes(dy + at, mask != nullptr ? mask + at : nullptr, end - begin, f.P * f.Q, f.Q,
+                  f.P, f.Q, g + begin * f.L, f.L, 0, f.Wr, 0);
   });
 }
 

@@ -55,23 +55,51 @@ inline __mmask16 lanes_below(int64_t n) {  // the first min(n, 16) lanes
   return n >= kVL ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-void pad_rows(const float* src, const float* mask, int64_t src_ld, int64_t rows, int64_t w,
-              float* dst, int64_t ld, int64_t pl) {
-  const __m512 zero = _mm512_setzero_ps();
-  for (int64_t r = 0; r < rows; ++r, src += src_ld, mask += mask != nullptr ? src_ld : 0,
-               dst += ld) {
-    // dst[j] for j in [j0, j0 + 16) takes src[j - pl] on the lanes with pl <= j < pl + w.
-    for (int64_t j0 = 0; j0 < ld; j0 += kVL) {
-      const int64_t lo = pl - j0, hi = pl + w - j0;  // lanes [lo, hi) read src
-      __mmask16 m = lanes_below(hi > 0 ? hi : 0);
-      if (lo > 0) m &= static_cast<__mmask16>(~lanes_below(lo));
-      __m512 v = _mm512_maskz_loadu_ps(m, src + (j0 - pl));
-      if (mask != nullptr) {
-        const __m512 mv = _mm512_maskz_loadu_ps(m, mask + (j0 - pl));
-        v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mv, zero, _CMP_GT_OQ), v);
+// Reads src (and the mask) only on the lanes it keeps: masked loads never touch memory outside.
+inline __m512 load_kept(const float* src, const float* mask, __mmask16 m) {
+  const __m512 v = _mm512_maskz_loadu_ps(m, src);
+  if (mask == nullptr) return v;
+  const __m512 mv = _mm512_maskz_loadu_ps(m, mask);
+  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mv, _mm512_setzero_ps(), _CMP_GT_OQ), v);
+}
+
+inline void zero_span(float* dst, int64_t n) {
+  for (int64_t j = 0; j < n; j += kVL)
+    _mm512_mask_storeu_ps(dst + j, lanes_below(n - j), _mm512_setzero_ps());
+}
+
+void pad_planes(const float* src, const float* mask, int64_t planes, int64_t src_plane,
+                int64_t src_ld, int64_t rows, int64_t w, float* dst, int64_t dst_plane,
+                int64_t top, int64_t ld, int64_t pl) {
+  // Rows that are whole contiguous source rows side by side: one span per plane.
+  const bool contiguous = pl == 0 && w == ld && src_ld == w;
+  for (int64_t c = 0; c < planes; ++c) {
+    const float* s = src + c * src_plane;
+    const float* m = mask != nullptr ? mask + c * src_plane : nullptr;
+    float* d = dst + c * dst_plane;
+    zero_span(d, top * ld);
+    d += top * ld;
+    if (contiguous) {
+      const int64_t n = rows * w;
+      for (int64_t j = 0; j < n; j += kVL) {
+        const __mmask16 k = lanes_below(n - j);
+        _mm512_mask_storeu_ps(d + j, k, load_kept(s + j, m != nullptr ? m + j : nullptr, k));
       }
-      _mm512_mask_storeu_ps(dst + j0, lanes_below(ld - j0), v);
+    } else {
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* sr = s + r * src_ld - pl;  // lane j of the row reads sr[j]
+        const float* mr = m != nullptr ? m + r * src_ld - pl : nullptr;
+        float* dr = d + r * ld;
+        for (int64_t j0 = 0; j0 < ld; j0 += kVL) {
+          const int64_t lo = pl - j0, hi = pl + w - j0;  // lanes [lo, hi) read src
+          __mmask16 k = lanes_below(hi > 0 ? hi : 0);
+          if (lo > 0) k &= static_cast<__mmask16>(~lanes_below(lo));
+          _mm512_mask_storeu_ps(dr + j0, lanes_below(ld - j0),
+                                load_kept(sr + j0, mr != nullptr ? mr + j0 : nullptr, k));
+        }
+      }
     }
+    zero_span(d + rows * ld, dst_plane - (top + rows) * ld);
   }
 }
 
@@ -135,6 +163,6 @@ constexpr DwTile kDw[kDotMR * kDotNC] = {NC_DW_ROW(1), NC_DW_ROW(2), NC_DW_ROW(3
 }  // namespace
 
 extern const ConvKernelSet kAvx512ConvKernels = {"avx512", kMR,      kFwd,     kDotMR,
-                                                 kDotNC,   kDw,      &pad_rows, &crop_rows};
+                                                 kDotNC,   kDw,      &pad_planes, &crop_rows};
 
 }  // namespace nanocnn::cpu::conv_detail

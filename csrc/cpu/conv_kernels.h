@@ -31,14 +31,16 @@ using DwTile = void (*)(int64_t images, int64_t len, const float* g, int64_t g_i
                         const float* x, int64_t x_img, const int64_t* off, float* dw, int64_t ldw,
                         bool accumulate);
 
-// Row copies around the tiles (16 lanes at a time, masked at the edges):
-//   PadRows:  for r < rows: dst[r * ld + j] = (pl <= j < pl + w) ? src[r * src_ld + j - pl] : 0,
-//             j < ld
-//             (with a mask, laid out as src: src elements whose mask is not above 0 read as 0)
+// Copies around the tiles (16 lanes at a time, masked at the edges):
+//   PadPlanes: for each plane c < planes, dst + c * dst_plane receives `top` zero rows of ld
+//             floats, then `rows` rows with row r, column j = (pl <= j < pl + w) ?
+//             src[c * src_plane + r * src_ld + j - pl] : 0, then zeros up to dst_plane floats.
+//             With a mask (laid out as src), src elements whose mask is not above 0 read as 0.
 //   CropRows: for r < rows: dst[r * q + j] = src[r * ld + j] + bias, j < q; then 0 when relu and
 //             the sum is not above 0
-using PadRows = void (*)(const float* src, const float* mask, int64_t src_ld, int64_t rows,
-                         int64_t w, float* dst, int64_t ld, int64_t pl);
+using PadPlanes = void (*)(const float* src, const float* mask, int64_t planes, int64_t src_plane,
+                           int64_t src_ld, int64_t rows, int64_t w, float* dst, int64_t dst_plane,
+                           int64_t top, int64_t ld, int64_t pl);
 using CropRows = void (*)(const float* src, int64_t rows, int64_t ld, int64_t q, float bias,
                           bool relu, float* dst);
 
@@ -48,7 +50,7 @@ struct ConvKernelSet {
   const FwdTile* fwd;     // fwd[(rows - 1) * 2 + (V - 1)]
   int dot_mr, dot_nc;     // most rows / columns of a weight-gradient tile
   const DwTile* dw;       // dw[(rows - 1) * dot_nc + (cols - 1)]
-  PadRows pad_rows;
+  PadPlanes pad_planes;
   CropRows crop_rows;
 };
 
