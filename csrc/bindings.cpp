@@ -461,31 +461,40 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
   m.def(
       "conv2d_relu_pool",
       [](const Tensor& x, const Tensor& w, const std::optional<Tensor>& b, Pair stride,
-         Pair padding, Pair dilation, Pair out_size, const std::string& algo) {
+         Pair padding, Pair dilation, Pair out_size, const std::string& algo, bool for_backward) {
         const Algo a = parse_algo(algo);
-        py::gil_scoped_release release;
-        ConvPoolOutputs o = conv2d_relu_pool(
-            x, w, optional_tensor(b), conv_geometry(stride, padding, dilation, out_size), a);
-        return std::make_tuple(o.y, o.pooled);
+        ConvPoolOutputs o;
+        {
+          py::gil_scoped_release release;
+          o = conv2d_relu_pool(x, w, optional_tensor(b),
+                               conv_geometry(stride, padding, dilation, out_size), a,
+                               for_backward);
+        }
+        py::object saved = o.saved.defined() ? py::cast(o.saved) : py::none();
+        return py::make_tuple(o.pooled, saved);
       },
       py::arg("x"), py::arg("w"), py::arg("b"), py::arg("stride"), py::arg("padding"),
-      py::arg("dilation"), py::arg("out_size"), py::arg("algo") = "fast");
+      py::arg("dilation"), py::arg("out_size"), py::arg("algo") = "fast",
+      py::arg("for_backward") = true,
+      "max_pool2d(relu(conv2d(x, w, b)), 2) and what its backward needs (opaque; None unless "
+      "for_backward).");
   m.def(
       "conv2d_relu_pool_backward",
-      [](const Tensor& dpooled, const Tensor& x, const Tensor& w, const Tensor& y, Pair stride,
-         Pair padding, Pair dilation, Pair out_size, const std::string& algo, bool input_grad) {
+      [](const Tensor& dpooled, const Tensor& x, const Tensor& w, const Tensor& saved,
+         Pair stride, Pair padding, Pair dilation, Pair out_size, const std::string& algo,
+         bool input_grad) {
         const Algo a = parse_algo(algo);
         Conv2dGrads g;
         {
           py::gil_scoped_release release;
-          g = conv2d_relu_pool_backward(dpooled, x, w, y,
+          g = conv2d_relu_pool_backward(dpooled, x, w, saved,
                                         conv_geometry(stride, padding, dilation, out_size), a,
                                         input_grad);
         }
         py::object dx = g.dx.defined() ? py::cast(g.dx) : py::none();
         return py::make_tuple(dx, g.dw, g.db);
       },
-      py::arg("dpooled"), py::arg("x"), py::arg("w"), py::arg("y"), py::arg("stride"),
+      py::arg("dpooled"), py::arg("x"), py::arg("w"), py::arg("saved"), py::arg("stride"),
       py::arg("padding"), py::arg("dilation"), py::arg("out_size"), py::arg("algo") = "fast",
       py::arg("input_grad") = true);
   m.def(

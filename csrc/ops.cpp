@@ -198,7 +198,7 @@ Conv2dGrads conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
   Conv2dGrads grads{Tensor::empty(x.shape(), x.device()), Tensor::empty(w.shape(), x.device()),
                     Tensor::empty({s.K}, x.device())};
   if (backend == Backend::Cpu) {
-    cpu::conv2d_backward_fused(s, dy.data(), relu_y.defined() ? relu_y.data() : nullptr, false,
+    cpu::conv2d_backward_fused(s, dy.data(), relu_y.defined() ? relu_y.data() : nullptr, nullptr,
                                x.data(), w.data(), input_grad ? grads.dx.data() : nullptr,
                                grads.dw.data(), grads.db.data());
   } else {
@@ -226,43 +226,49 @@ Pool2dGeometry pool2x2(const char* op, const Conv2dGeometry& g) {
 }  // namespace
 
 ConvPoolOutputs conv2d_relu_pool(const Tensor& x, const Tensor& w, const Tensor& b,
-                                 const Conv2dGeometry& g, Algo algo) {
+                                 const Conv2dGeometry& g, Algo algo, bool for_backward) {
   const Conv2dShape s = conv_shape("conv2d_relu_pool", x, w, g);
   check_bias(b, s.K, "conv2d_relu_pool", w, x);
   const Pool2dGeometry pg = pool2x2("conv2d_relu_pool", g);
   const Backend backend = backend_for(x, algo, "conv2d_relu_pool");
   if (backend != Backend::Cpu) {
     Tensor y = conv2d(x, w, b, g, algo, true);
-    return {y, max_pool2d(y, pg, algo)};
+    return {max_pool2d(y, pg, algo), for_backward ? y : Tensor()};
   }
-  ConvPoolOutputs out{Tensor::empty({s.N, s.K, g.out_h, g.out_w}, x.device()),
-                      Tensor::empty({s.N, s.K, pg.out_h, pg.out_w}, x.device())};
+  const Shape pooled_shape{s.N, s.K, pg.out_h, pg.out_w};
+  ConvPoolOutputs out{Tensor::empty(pooled_shape, x.device()),
+                      for_backward ? Tensor::empty(pooled_shape, x.device()) : Tensor()};
   cpu::conv2d_forward_fused(s, x.data(), w.data(), b.defined() ? b.data() : nullptr, true,
-                            out.y.data(), out.pooled.data());
+                            nullptr, out.pooled.data(),
+                            for_backward ? out.saved.data() : nullptr);
   return out;
 }
 
 Conv2dGrads conv2d_relu_pool_backward(const Tensor& dpooled, const Tensor& x, const Tensor& w,
-                                      const Tensor& y, const Conv2dGeometry& g, Algo algo,
+                                      const Tensor& saved, const Conv2dGeometry& g, Algo algo,
                                       bool input_grad) {
   const char* op = "conv2d_relu_pool_backward";
   const Conv2dShape s = conv_shape(op, x, w, g);
   const Pool2dGeometry pg = pool2x2(op, g);
   check_rank(dpooled, 4, op, "dpooled", "(N, K, P/2, Q/2)");
   check_same_device(dpooled, x, op, "dpooled", "x");
-  check_same_device(y, x, op, "y", "x");
+  NC_CHECK(saved.defined(), op, ": saved is empty (the forward ran with for_backward=False)");
+  check_same_device(saved, x, op, "saved", "x");
   const Shape y_shape{s.N, s.K, g.out_h, g.out_w}, p_shape{s.N, s.K, pg.out_h, pg.out_w};
-  NC_CHECK(y.shape() == y_shape, op, ": y must have the convolution's output shape ",
-           shape_str(y_shape), ", got ", shape_str(y.shape()));
   NC_CHECK(dpooled.shape() == p_shape, op, ": dpooled must have the pooled shape ",
            shape_str(p_shape), ", got ", shape_str(dpooled.shape()));
   const Backend backend = backend_for(x, algo, op);
-  if (backend != Backend::Cpu)
-    return conv2d_backward(max_pool2d_backward(dpooled, y, pg, algo), x, w, g, algo, y,
+  if (backend != Backend::Cpu) {
+    NC_CHECK(saved.shape() == y_shape, op, ": saved must be the forward's relu(conv) output ",
+             shape_str(y_shape), " here, got ", shape_str(saved.shape()));
+    return conv2d_backward(max_pool2d_backward(dpooled, saved, pg, algo), x, w, g, algo, saved,
                            input_grad);
+  }
+  NC_CHECK(saved.shape() == p_shape, op, ": saved must be the forward's winner codes ",
+           shape_str(p_shape), " here, got ", shape_str(saved.shape()));
   Conv2dGrads grads{Tensor::empty(x.shape(), x.device()), Tensor::empty(w.shape(), x.device()),
                     Tensor::empty({s.K}, x.device())};
-  cpu::conv2d_backward_fused(s, dpooled.data(), y.data(), true, x.data(), w.data(),
+  cpu::conv2d_backward_fused(s, dpooled.data(), nullptr, saved.data(), x.data(), w.data(),
                              input_grad ? grads.dx.data() : nullptr, grads.dw.data(),
                              grads.db.data());
   if (!input_grad) grads.dx = Tensor();

@@ -67,18 +67,20 @@ Conv2dGrads conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
                             const Conv2dGeometry& g, Algo algo, const Tensor& relu_y = Tensor(),
                             bool input_grad = true);
 
-// Conv2D + ReLU + MaxPooling2D(2) as one op (the seed networks' block): returns y =
-// relu(conv2d(x, w, b)) (N,K,P,Q), kept for the backward pass, and max_pool2d(y) with a 2x2 window
-// and stride 2 (N,K,P/2,Q/2). The CPU pools each image while its output is in cache.
+// Conv2D + ReLU + MaxPooling2D(2) as one op (the seed networks' block): returns pooled =
+// max_pool2d(relu(conv2d(x, w, b))) with a 2x2 window and stride 2, (N,K,P/2,Q/2), and `saved`,
+// what its backward pass needs (empty unless for_backward). Opaque to callers: on the CPU it is
+// each window's winner code (pooled's shape; the full relu(conv) output is never stored), on
+// other backends relu(conv) itself, (N,K,P,Q).
 struct ConvPoolOutputs {
-  Tensor y, pooled;
+  Tensor pooled, saved;
 };
 ConvPoolOutputs conv2d_relu_pool(const Tensor& x, const Tensor& w, const Tensor& b,
-                                 const Conv2dGeometry& g, Algo algo);
-// Its backward: dpooled is (N,K,P/2,Q/2), y the forward's y. The gradient is routed to each
-// window's winner and through the ReLU image by image on the CPU (no full-size dy tensor).
+                                 const Conv2dGeometry& g, Algo algo, bool for_backward = true);
+// Its backward: dpooled is (N,K,P/2,Q/2), saved the forward's. On the CPU the gradient is routed
+// to each window's winner (through the ReLU) image by image: no full-size dy tensor either.
 Conv2dGrads conv2d_relu_pool_backward(const Tensor& dpooled, const Tensor& x, const Tensor& w,
-                                      const Tensor& y, const Conv2dGeometry& g, Algo algo,
+                                      const Tensor& saved, const Conv2dGeometry& g, Algo algo,
                                       bool input_grad = true);
 
 // x is (N,C,H,W); returns y (N,C,P,Q).

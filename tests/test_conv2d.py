@@ -356,15 +356,19 @@ def test_conv2d_relu_pool_equals_its_parts(case, algo, device, rng):
     geometry = F._Conv2dGeometry("conv2d", x.shape, w.shape, stride, padding, dilation).args()
     xn, wn = nc.tensor(x, device=device), nc.tensor(w, device=device)
     bn = None if b is None else nc.tensor(b, device=device)
-    y, pooled = nc._C.conv2d_relu_pool(xn, wn, bn, *geometry, algo)
-    y_parts = nc._C.conv2d(xn, wn, bn, *geometry, algo, True)
-    pooled_parts = F.max_pool2d(y_parts, 2, algo=algo)
-    np.testing.assert_array_equal(host(y), host(y_parts))
-    np.testing.assert_array_equal(host(pooled), host(pooled_parts))
+    pooled, saved = nc._C.conv2d_relu_pool(xn, wn, bn, *geometry, algo)
+    y = nc._C.conv2d(xn, wn, bn, *geometry, algo, True)
+    np.testing.assert_array_equal(host(pooled), host(F.max_pool2d(y, 2, algo=algo)))
+    inference, none = nc._C.conv2d_relu_pool(xn, wn, bn, *geometry, algo, False)
+    assert none is None
+    np.testing.assert_array_equal(host(inference), host(pooled))
+    # Ties (whole windows of ReLU zeros) and NaN-free data both occur here: the gradient must
+    # reach exactly the cells the unfused pool backward picks.
     dpooled = nc.tensor(randn(rng, tuple(pooled.shape)), device=device)
     dy = F.max_pool2d_backward(dpooled, y, 2, algo=algo)
     for input_grad in (True, False):
-        fused = nc._C.conv2d_relu_pool_backward(dpooled, xn, wn, y, *geometry, algo, input_grad)
+        fused = nc._C.conv2d_relu_pool_backward(dpooled, xn, wn, saved, *geometry, algo,
+                                                input_grad)
         parts = nc._C.conv2d_backward(dy, xn, wn, *geometry, algo, y, input_grad)
         for name, a, e in zip(("dx", "dw", "db"), fused, parts):
             if e is None:
@@ -376,12 +380,26 @@ def test_conv2d_relu_pool_equals_its_parts(case, algo, device, rng):
 def test_conv2d_relu_pool_checks_its_arguments(rng):
     x, w = nc.tensor(randn(rng, (2, 3, 6, 6))), nc.tensor(randn(rng, (4, 3, 3, 3)))
     geometry = F._Conv2dGeometry("conv2d", (2, 3, 6, 6), (4, 3, 3, 3), 1, 1, 1).args()
-    y, pooled = nc._C.conv2d_relu_pool(x, w, None, *geometry)
-    assert tuple(y.shape) == (2, 4, 6, 6) and tuple(pooled.shape) == (2, 4, 3, 3)
+    pooled, saved = nc._C.conv2d_relu_pool(x, w, None, *geometry)
+    assert tuple(pooled.shape) == (2, 4, 3, 3)
     with pytest.raises(ValueError, match=r"dpooled must have the pooled shape \(2, 4, 3, 3\)"):
-        nc._C.conv2d_relu_pool_backward(nc.tensor(randn(rng, (2, 4, 6, 6))), x, w, y, *geometry)
-    with pytest.raises(ValueError, match=r"y must have the convolution's output shape"):
-        nc._C.conv2d_relu_pool_backward(pooled, x, w, pooled, *geometry)
+        nc._C.conv2d_relu_pool_backward(nc.tensor(randn(rng, (2, 4, 6, 6))), x, w, saved,
+                                        *geometry)
+    with pytest.raises(ValueError, match=r"saved must be the forward's winner codes"):
+        nc._C.conv2d_relu_pool_backward(pooled, x, w, nc.tensor(randn(rng, (2, 4, 6, 6))),
+                                        *geometry)
     tiny = F._Conv2dGeometry("conv2d", (2, 3, 3, 3), (4, 3, 3, 3), 1, 0, 1).args()
     with pytest.raises(ValueError, match="at least 2x2, got 1x1"):
         nc._C.conv2d_relu_pool(nc.tensor(randn(rng, (2, 3, 3, 3))), w, None, *tiny)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "generic"])
+@pytest.mark.parametrize("case", POOL_CASES[::4] + CIFAR_CASES[:1],
+                         ids=_ids(POOL_CASES[::4] + CIFAR_CASES[:1]))
+def test_conv2d_relu_pool_on_the_im2col_path_and_scalar_pool(case, isa, rng):
+    """Other CPUs: im2col convolution and the scalar pool's winner codes, the same contract."""
+    try:
+        nc._C.sgemm_set_isa(isa)
+    except ValueError as err:
+        pytest.skip(f"{isa} not supported here: {err}")
+    test_conv2d_relu_pool_equals_its_parts(case, "fast", "cpu", rng)

@@ -373,7 +373,8 @@ FlatConv forward_grid(const Conv2dShape& sh) {
 }
 
 void direct_forward(const Conv2dShape& sh, const ConvKernelSet& ks, const float* x,
-                    const float* w, const float* b, bool relu, float* y, float* pooled) {
+                    const float* w, const float* b, bool relu, float* y, float* pooled,
+                    float* codes) {
   const FlatConv f = forward_grid(sh);
   const int64_t CRS = sh.C * sh.R * sh.S, RS = sh.R * sh.S;
   const PackedWeights pw = pack_weights(
@@ -384,11 +385,14 @@ void direct_forward(const Conv2dShape& sh, const ConvKernelSet& ks, const float*
     pad_image(f, ks, x + n * sh.C * sh.H * sh.W, nullptr, xp);
     float* yf = thread_scratch(kScratchFlatOutput, sh.K * f.L);
     flat_conv(f, ks, pw, xp, yf);
-    float* y_n = y + n * sh.K * f.P * f.Q;
+    // y_n stays in a scratch buffer when only the pooled output (and the codes) are wanted.
+    float* y_n = y != nullptr ? y + n * sh.K * f.P * f.Q
+                              : thread_scratch(kScratchUnpooled, sh.K * f.P * f.Q);
     unflatten(f, ks, yf, b, relu, y_n);
     if (pooled != nullptr) {
       const Pool2dShape ps{1, sh.K, f.P, f.Q, pool2x2_geometry(f.P, f.Q)};
-      max_pool2d_forward(ps, y_n, pooled + n * sh.K * ps.g.out_h * ps.g.out_w);
+      const int64_t at = n * sh.K * ps.g.out_h * ps.g.out_w;
+      max_pool2x2_forward_codes(ps, y_n, pooled + at, codes != nullptr ? codes + at : nullptr);
     }
   });
 }
@@ -398,8 +402,8 @@ void direct_forward(const Conv2dShape& sh, const ConvKernelSet& ks, const float*
 void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const FlatConv& f,
                            const FlatConv& fb, const PackedWeights& pwb,
                            const std::vector<int64_t>& taps, int64_t n_begin, int64_t n_end,
-                           const float* dy, const float* relu_y, bool pooled, const float* x,
-                           float* dx, float* dw_j, float* db_j) {
+                           const float* dy, const float* relu_y, const float* codes,
+                           const float* x, float* dx, float* dw_j, float* db_j) {
   const int64_t CHW = sh.C * sh.H * sh.W, KPQ = sh.K * f.P * f.Q;
   const Pool2dShape ps{1, sh.K, f.P, f.Q, pool2x2_geometry(f.P, f.Q)};
   // Images go in groups of about 4096 positions: each weight-gradient tile then sums a group in
@@ -413,9 +417,10 @@ void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const
     for (int64_t n = g0; n < g1; ++n) {
       const float* mask = relu_y != nullptr ? relu_y + n * KPQ : nullptr;
       const float* dy_n = dy + n * KPQ;
-      if (pooled) {  // this image's gradient at the pool's input, while it is in cache
+      if (codes != nullptr) {  // this image's gradient at the pool's input, while it is in cache
         float* unpooled = thread_scratch(kScratchUnpooled, KPQ);
-        max_pool2d_backward(ps, dy + n * sh.K * ps.g.out_h * ps.g.out_w, mask, unpooled);
+        const int64_t at = n * sh.K * ps.g.out_h * ps.g.out_w;
+        max_pool2x2_unpool(ps, codes + at, dy + at, unpooled);
         dy_n = unpooled;
       }
       pad_image(f, ks, x + n * CHW, nullptr, xs + (n - g0) * f.image_floats);
@@ -452,10 +457,15 @@ Pool2dGeometry pool2x2_geometry(int64_t H, int64_t W) {
 }
 
 void conv2d_forward_fused(const Conv2dShape& sh, const float* x, const float* w, const float* b,
-                          bool relu, float* y, float* pooled) {
+                          bool relu, float* y, float* pooled, float* codes) {
   if (const ConvKernelSet* ks = direct_kernels(); ks != nullptr && direct_applies(sh)) {
-    direct_forward(sh, *ks, x, w, b, relu, y, pooled);
+    direct_forward(sh, *ks, x, w, b, relu, y, pooled, codes);
     return;
+  }
+  std::vector<float> y_only;  // im2col path: y in full, then the pool
+  if (y == nullptr) {
+    y_only.resize(sh.N * sh.K * sh.g.out_h * sh.g.out_w);
+    y = y_only.data();
   }
   const int64_t PQ = sh.g.out_h * sh.g.out_w, CRS = sh.C * sh.R * sh.S;
   for_each_image(sh.N, [&](int64_t n) {
@@ -478,19 +488,19 @@ void conv2d_forward_fused(const Conv2dShape& sh, const float* x, const float* w,
     }
   });
   if (pooled != nullptr)
-    max_pool2d_forward(Pool2dShape{sh.N, sh.K, sh.g.out_h, sh.g.out_w,
-                                   pool2x2_geometry(sh.g.out_h, sh.g.out_w)},
-                       y, pooled);
+    max_pool2x2_forward_codes(Pool2dShape{sh.N, sh.K, sh.g.out_h, sh.g.out_w,
+                                          pool2x2_geometry(sh.g.out_h, sh.g.out_w)},
+                              y, pooled, codes);
 }
 
 void conv2d_forward(const Conv2dShape& sh, const float* x, const float* w, const float* b,
                     float* y) {
-  conv2d_forward_fused(sh, x, w, b, false, y, nullptr);
+  conv2d_forward_fused(sh, x, w, b, false, y, nullptr, nullptr);
 }
 
 void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* relu_y,
-                           bool pooled, const float* x, const float* w, float* dx, float* dw,
-                           float* db) {
+                           const float* codes, const float* x, const float* w, float* dx,
+                           float* dw, float* db) {
   const int64_t PQ = sh.g.out_h * sh.g.out_w, CRS = sh.C * sh.R * sh.S, CHW = sh.C * sh.H * sh.W;
   const int64_t KCRS = sh.K * CRS;
   const int64_t chunks = std::min(sh.N, kWeightChunks);
@@ -500,13 +510,13 @@ void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* 
   // The im2col path reads a masked copy of dy (routed through the pool first); the direct one
   // does both image by image while copying dy anyway.
   std::vector<float> unpooled, masked;
-  if (pooled && !direct) {
+  if (codes != nullptr && !direct) {
     unpooled.resize(sh.N * sh.K * PQ);
-    max_pool2d_backward(Pool2dShape{sh.N, sh.K, sh.g.out_h, sh.g.out_w,
-                                    pool2x2_geometry(sh.g.out_h, sh.g.out_w)},
-                        dy, relu_y, unpooled.data());
+    max_pool2x2_unpool(Pool2dShape{sh.N, sh.K, sh.g.out_h, sh.g.out_w,
+                                   pool2x2_geometry(sh.g.out_h, sh.g.out_w)},
+                       codes, dy, unpooled.data());
     dy = unpooled.data();
-    pooled = false;
+    codes = nullptr;
   }
   if (relu_y != nullptr && !direct) {
     masked.resize(sh.N * sh.K * PQ);
@@ -545,7 +555,7 @@ void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* 
           [&](int64_t t) { return fb.tap(t / RS, t / sh.S % sh.R, t % sh.S); });
     run_chunk = [&](int64_t j) {
       direct_backward_chunk(sh, *ks, f, fb, pwb, taps, sh.N * j / chunks, sh.N * (j + 1) / chunks,
-                            dy, relu_y, pooled, x, dx, dw_of_chunk(j), db_of_chunk(j));
+                            dy, relu_y, codes, x, dx, dw_of_chunk(j), db_of_chunk(j));
     };
   } else {
     run_chunk = [&](int64_t j) {
@@ -609,7 +619,7 @@ void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* 
 
 void conv2d_backward(const Conv2dShape& sh, const float* dy, const float* x, const float* w,
                      float* dx, float* dw, float* db) {
-  conv2d_backward_fused(sh, dy, nullptr, false, x, w, dx, dw, db);
+  conv2d_backward_fused(sh, dy, nullptr, nullptr, x, w, dx, dw, db);
 }
 
 }  // namespace nanocnn::cpu

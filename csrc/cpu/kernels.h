@@ -76,14 +76,21 @@ NANOCNN_CPU_KERNELS
 //   relu_y: dy is read as dy * (relu_y > 0) (the ReLU backward folded into the copies of dy)
 //   dx == nullptr: no input gradient (nothing of its work is done)
 //   pooled (forward): also max_pool2d(y) with a 2x2 window and stride 2, (N, K, P/2, Q/2),
-//           computed image by image while y is in cache
-//   pooled (backward): dy is the gradient of that pooled output, (N, K, P/2, Q/2); it is routed
-//           to each window's winner in relu_y (required then) image by image, in cache
+//           computed image by image while y is in cache, and when codes is not null each
+//           window's winner code (max_pool2x2_forward_codes); y may then be nullptr: it is not
+//           stored at all
+//   codes (backward): dy is the gradient of that pooled output, (N, K, P/2, Q/2), routed to each
+//           window's winning cell by the codes (which carry the ReLU's mask too), image by image
 void conv2d_forward_fused(const Conv2dShape& s, const float* x, const float* w, const float* b,
-                          bool relu, float* y, float* pooled = nullptr);
+                          bool relu, float* y, float* pooled = nullptr, float* codes = nullptr);
 void conv2d_backward_fused(const Conv2dShape& s, const float* dy, const float* relu_y,
-                           bool pooled, const float* x, const float* w, float* dx, float* dw,
-                           float* db);
+                           const float* codes, const float* x, const float* w, float* dx,
+                           float* dw, float* db);
+// The 2x2 / stride 2 max pool (pool2d.cpp) with each window's winner code: its cell, 0..3 in
+// row-major order, or 4 when the winner is not above 0 (NaN included), and the backward pass from
+// those codes alone: dx gets dy at each coded cell, 0 elsewhere (4: nowhere).
+void max_pool2x2_forward_codes(const Pool2dShape& s, const float* x, float* y, float* codes);
+void max_pool2x2_unpool(const Pool2dShape& s, const float* codes, const float* dy, float* dx);
 // The 2x2 / stride 2 / unpadded pooling geometry of an (H, W) input.
 Pool2dGeometry pool2x2_geometry(int64_t H, int64_t W);
 }  // namespace cpu

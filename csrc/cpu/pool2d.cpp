@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/error.h"
 #include "core/parallel.h"
 #include "cpu/gemm.h"
 #include "cpu/pool_kernels.h"
@@ -122,13 +123,17 @@ void for_window_groups(int64_t windows, const Body& body) {
 
 }  // namespace
 
-void max_pool2d_forward(const Pool2dShape& sh, const float* x, float* y) {
+namespace {
+
+// The forward pass, plus each window's winner code (see pool_kernels.h) when codes is not null
+// (the 2x2 / stride 2 geometry only).
+void pool_forward(const Pool2dShape& sh, const float* x, float* y, float* codes) {
   const int64_t P = sh.g.out_h, Q = sh.g.out_w, HW = sh.H * sh.W;
   const bool fast = is_2x2_stride_2(sh);
   const pool_detail::PoolKernelSet* simd = fast ? simd_kernels() : nullptr;
   if (simd != nullptr && packs(sh)) {
     for_window_groups(sh.N * sh.C * P * Q, [&](int64_t j0, int64_t j1) {
-      simd->forward_packed(x + 4 * j0, j1 - j0, Q, y + j0);
+      simd->forward_packed(x + 4 * j0, j1 - j0, Q, y + j0, codes != nullptr ? codes + j0 : nullptr);
     });
     return;
   }
@@ -136,8 +141,9 @@ void max_pool2d_forward(const Pool2dShape& sh, const float* x, float* y) {
     for (int64_t nc = begin; nc < end; ++nc) {
       const float* plane = x + nc * HW;
       float* out = y + nc * P * Q;
+      float* code = codes != nullptr ? codes + nc * P * Q : nullptr;
       if (simd != nullptr) {
-        simd->forward(plane, sh.W, P, Q, out);
+        simd->forward(plane, sh.W, P, Q, out, code);
         continue;
       }
       for (int64_t p = 0; p < P; ++p) {
@@ -145,8 +151,11 @@ void max_pool2d_forward(const Pool2dShape& sh, const float* x, float* y) {
           const float* r0 = plane + 2 * p * sh.W;
           const float* r1 = r0 + sh.W;
           uint32_t which;
-          for (int64_t q = 0; q < Q; ++q)
-            out[p * Q + q] = max4(r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1], &which);
+          for (int64_t q = 0; q < Q; ++q) {
+            const float m = max4(r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1], &which);
+            out[p * Q + q] = m;
+            if (code != nullptr) code[p * Q + q] = m > 0.f ? static_cast<float>(which) : 4.f;
+          }
         } else {
           for (int64_t q = 0; q < Q; ++q) out[p * Q + q] = plane[argmax(sh, plane, window(sh, p, q))];
         }
@@ -155,37 +164,71 @@ void max_pool2d_forward(const Pool2dShape& sh, const float* x, float* y) {
   });
 }
 
+}  // namespace
+
+void max_pool2d_forward(const Pool2dShape& sh, const float* x, float* y) {
+  pool_forward(sh, x, y, nullptr);
+}
+
+void max_pool2x2_forward_codes(const Pool2dShape& sh, const float* x, float* y, float* codes) {
+  NC_CHECK(is_2x2_stride_2(sh), "max_pool2x2_forward_codes: needs the 2x2 / stride 2 window");
+  pool_forward(sh, x, y, codes);
+}
+
 // Backward of the 2x2 / stride 2 window on one plane, without branches: the windows tile the
 // plane, so each of a window's four cells gets either the window's gradient (if it is the
 // winner under the same rule as max4) or zero, written directly with no memset and no scatter.
-// Rows and columns past the last whole window (odd H or W) take no part and get zero.
+// Rows and columns past the last whole window (odd H or W) take no part and get zero. The winners
+// come from the plane, or from the forward pass's codes when `codes` is not null.
 void max_pool2x2_backward_plane(const Pool2dShape& sh, const pool_detail::PoolKernelSet* simd,
-                                const float* plane, const float* grad, float* out) {
+                                const float* plane, const float* codes, const float* grad,
+                                float* out) {
   const int64_t P = sh.g.out_h, Q = sh.g.out_w, W = sh.W;
   if (simd != nullptr) {
-    simd->backward(plane, grad, W, P, Q, out);
-    for (int64_t p = 0; p < P && 2 * Q < W; ++p)
-      for (int64_t w = 2 * Q; w < W; ++w) out[2 * p * W + w] = out[(2 * p + 1) * W + w] = 0.f;
-    std::memset(out + 2 * P * W, 0, (sh.H - 2 * P) * W * sizeof(float));
+    if (codes != nullptr)
+      simd->unpool(codes, grad, W, P, Q, out);
+    else
+      simd->backward(plane, grad, W, P, Q, out);
+  } else {
+    for (int64_t p = 0; p < P; ++p) {
+      const float* r0 = plane != nullptr ? plane + 2 * p * W : nullptr;
+      const float* r1 = r0 != nullptr ? r0 + W : nullptr;
+      float* o0 = out + 2 * p * W;
+      float* o1 = o0 + W;
+      for (int64_t q = 0; q < Q; ++q) {
+        uint32_t win;
+        if (codes != nullptr)
+          win = static_cast<uint32_t>(codes[p * Q + q]);  // 4: no cell
+        else
+          max4(r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1], &win);
+        const float g = grad[p * Q + q];
+        o0[2 * q] = keep(win == 0, g);
+        o0[2 * q + 1] = keep(win == 1, g);
+        o1[2 * q] = keep(win == 2, g);
+        o1[2 * q + 1] = keep(win == 3, g);
+      }
+    }
+  }
+  for (int64_t p = 0; p < P && 2 * Q < W; ++p)
+    for (int64_t w = 2 * Q; w < W; ++w) out[2 * p * W + w] = out[(2 * p + 1) * W + w] = 0.f;
+  std::memset(out + 2 * P * W, 0, (sh.H - 2 * P) * W * sizeof(float));
+}
+
+void max_pool2x2_unpool(const Pool2dShape& sh, const float* codes, const float* dy, float* dx) {
+  NC_CHECK(is_2x2_stride_2(sh), "max_pool2x2_unpool: needs the 2x2 / stride 2 window");
+  const int64_t P = sh.g.out_h, Q = sh.g.out_w, HW = sh.H * sh.W;
+  const pool_detail::PoolKernelSet* simd = simd_kernels();
+  if (simd != nullptr && packs(sh)) {
+    for_window_groups(sh.N * sh.C * P * Q, [&](int64_t j0, int64_t j1) {
+      simd->unpool_packed(codes + j0, dy + j0, j1 - j0, Q, dx + 4 * j0);
+    });
     return;
   }
-  for (int64_t p = 0; p < P; ++p) {
-    const float* r0 = plane + 2 * p * W;
-    const float* r1 = r0 + W;
-    float* o0 = out + 2 * p * W;
-    float* o1 = o0 + W;
-    for (int64_t q = 0; q < Q; ++q) {
-      uint32_t win;
-      max4(r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1], &win);
-      const float g = grad[p * Q + q];
-      o0[2 * q] = keep(win == 0, g);
-      o0[2 * q + 1] = keep(win == 1, g);
-      o1[2 * q] = keep(win == 2, g);
-      o1[2 * q + 1] = keep(win == 3, g);
-    }
-    for (int64_t w = 2 * Q; w < W; ++w) o0[w] = o1[w] = 0.f;
-  }
-  std::memset(out + 2 * P * W, 0, (sh.H - 2 * P) * W * sizeof(float));
+  parallel_for(sh.N * sh.C, HW, [&](int64_t begin, int64_t end) {
+    for (int64_t nc = begin; nc < end; ++nc)
+      max_pool2x2_backward_plane(sh, simd, nullptr, codes + nc * P * Q, dy + nc * P * Q,
+                                 dx + nc * HW);
+  });
 }
 
 void max_pool2d_backward(const Pool2dShape& sh, const float* dy, const float* x, float* dx) {
@@ -201,7 +244,7 @@ void max_pool2d_backward(const Pool2dShape& sh, const float* dy, const float* x,
   parallel_for(sh.N * sh.C, HW, [&](int64_t begin, int64_t end) {
     for (int64_t nc = begin; nc < end; ++nc) {
       if (fast) {
-        max_pool2x2_backward_plane(sh, simd, x + nc * HW, dy + nc * P * Q, dx + nc * HW);
+        max_pool2x2_backward_plane(sh, simd, x + nc * HW, nullptr, dy + nc * P * Q, dx + nc * HW);
         continue;
       }
       const float* plane = x + nc * HW;

@@ -8,6 +8,11 @@
 // order, a NaN winning over everything before it. The backward pass sends each window's gradient
 // to the winner's lane and zero to the other three, and interleaves them back into two rows.
 // The last block of a row is masked (Q need not be a multiple of 16).
+//
+// Winner codes (the fused Conv2D + ReLU + pool, ops.h conv2d_relu_pool): the forward pass can
+// also write, per window, the cell that won (0..3, row-major) or 4 when the winner is not above 0
+// (a ReLU output of 0: no gradient flows). That is all the backward pass needs ("unpool"), so the
+// full-size ReLU output never has to be stored.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -60,17 +65,65 @@ inline __mmask16 challenge(__m512 v, __m512* m) {
   return take;
 }
 
-void forward(const float* plane, int64_t W, int64_t P, int64_t Q, float* out) {
+// The winner of each lane's window as masks, one per cell, and the maximum.
+struct Winners {
+  __m512 max;
+  __mmask16 a, b, c, d;
+};
+
+inline Winners winners(const Cells& x) {
+  __m512 m = x.a;
+  const __mmask16 tb = challenge(x.b, &m);
+  const __mmask16 tc = challenge(x.c, &m);
+  const __mmask16 td = challenge(x.d, &m);
+  // winner d if td, else c if tc, else b if tb, else a
+  return Winners{m, static_cast<__mmask16>(~(tb | tc | td)),
+                 static_cast<__mmask16>(tb & ~tc & ~td), static_cast<__mmask16>(tc & ~td), td};
+}
+
+// 0..3 for the winning cell, 4 where the maximum is not above 0 (NaN included).
+inline __m512 codes_of(const Winners& w) {
+  __m512 code = _mm512_setzero_ps();
+  code = _mm512_mask_mov_ps(code, w.b, _mm512_set1_ps(1.f));
+  code = _mm512_mask_mov_ps(code, w.c, _mm512_set1_ps(2.f));
+  code = _mm512_mask_mov_ps(code, w.d, _mm512_set1_ps(3.f));
+  const __mmask16 positive = _mm512_cmp_ps_mask(w.max, _mm512_setzero_ps(), _CMP_GT_OQ);
+  return _mm512_mask_mov_ps(code, static_cast<__mmask16>(~positive), _mm512_set1_ps(4.f));
+}
+
+inline Winners winners_of_codes(__m512 code) {
+  auto is = [&](float v) { return _mm512_cmp_ps_mask(code, _mm512_set1_ps(v), _CMP_EQ_OQ); };
+  return Winners{code, is(0.f), is(1.f), is(2.f), is(3.f)};
+}
+
+// The gradient of each window on its winner's cell, zero on the other three.
+struct CellGrads {
+  __m512 a, b, c, d;
+};
+
+inline CellGrads route(const Winners& w, __m512 g) {
+  return CellGrads{_mm512_maskz_mov_ps(w.a, g), _mm512_maskz_mov_ps(w.b, g),
+                   _mm512_maskz_mov_ps(w.c, g), _mm512_maskz_mov_ps(w.d, g)};
+}
+
+// Writes windows q0 .. q0 + n - 1 of a row pair back as two rows (the inverse of load_cells).
+inline void store_rows(const CellGrads& g, float* o0, float* o1, int64_t q0, int64_t n) {
+  const __mmask16 lo = lanes_below(2 * n), hi = lanes_below(2 * n - 16);
+  _mm512_mask_storeu_ps(o0 + 2 * q0, lo, _mm512_permutex2var_ps(g.a, interleave_lo(), g.b));
+  _mm512_mask_storeu_ps(o0 + 2 * q0 + 16, hi, _mm512_permutex2var_ps(g.a, interleave_hi(), g.b));
+  _mm512_mask_storeu_ps(o1 + 2 * q0, lo, _mm512_permutex2var_ps(g.c, interleave_lo(), g.d));
+  _mm512_mask_storeu_ps(o1 + 2 * q0 + 16, hi, _mm512_permutex2var_ps(g.c, interleave_hi(), g.d));
+}
+
+void forward(const float* plane, int64_t W, int64_t P, int64_t Q, float* out, float* codes) {
   for (int64_t p = 0; p < P; ++p) {
     const float* r0 = plane + 2 * p * W;
     const float* r1 = r0 + W;
     for (int64_t q0 = 0; q0 < Q; q0 += 16) {
-      const Cells x = load_cells(r0, r1, q0, Q - q0);
-      __m512 m = x.a;
-      challenge(x.b, &m);
-      challenge(x.c, &m);
-      challenge(x.d, &m);
-      _mm512_mask_storeu_ps(out + p * Q + q0, lanes_below(Q - q0), m);
+      const __mmask16 keep = lanes_below(Q - q0);
+      const Winners w = winners(load_cells(r0, r1, q0, Q - q0));
+      _mm512_mask_storeu_ps(out + p * Q + q0, keep, w.max);
+      if (codes != nullptr) _mm512_mask_storeu_ps(codes + p * Q + q0, keep, codes_of(w));
     }
   }
 }
@@ -79,29 +132,24 @@ void backward(const float* plane, const float* grad, int64_t W, int64_t P, int64
               float* out) {
   for (int64_t p = 0; p < P; ++p) {
     const float* r0 = plane + 2 * p * W;
-    const float* r1 = r0 + W;
-    float* o0 = out + 2 * p * W;
-    float* o1 = o0 + W;
     for (int64_t q0 = 0; q0 < Q; q0 += 16) {
       const int64_t n = Q - q0;
-      const Cells x = load_cells(r0, r1, q0, n);
-      __m512 m = x.a;
-      const __mmask16 tb = challenge(x.b, &m);
-      const __mmask16 tc = challenge(x.c, &m);
-      const __mmask16 td = challenge(x.d, &m);
-      // winner d if td, else c if tc, else b if tb, else a
-      const __mmask16 wd = td, wc = tc & ~td, wb = tb & ~tc & ~td;
-      const __mmask16 wa = static_cast<__mmask16>(~(tb | tc | td));
+      const Winners w = winners(load_cells(r0, r0 + W, q0, n));
       const __m512 g = _mm512_maskz_loadu_ps(lanes_below(n), grad + p * Q + q0);
-      const __m512 ga = _mm512_maskz_mov_ps(wa, g), gb = _mm512_maskz_mov_ps(wb, g);
-      const __m512 gc = _mm512_maskz_mov_ps(wc, g), gd = _mm512_maskz_mov_ps(wd, g);
-      const __mmask16 lo = lanes_below(2 * n), hi = lanes_below(2 * n - 16);
-      _mm512_mask_storeu_ps(o0 + 2 * q0, lo, _mm512_permutex2var_ps(ga, interleave_lo(), gb));
-      _mm512_mask_storeu_ps(o0 + 2 * q0 + 16, hi, _mm512_permutex2var_ps(ga, interleave_hi(), gb));
-      _mm512_mask_storeu_ps(o1 + 2 * q0, lo, _mm512_permutex2var_ps(gc, interleave_lo(), gd));
-      _mm512_mask_storeu_ps(o1 + 2 * q0 + 16, hi, _mm512_permutex2var_ps(gc, interleave_hi(), gd));
+      store_rows(route(w, g), out + 2 * p * W, out + (2 * p + 1) * W, q0, n);
     }
   }
+}
+
+void unpool(const float* codes, const float* grad, int64_t W, int64_t P, int64_t Q, float* out) {
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t q0 = 0; q0 < Q; q0 += 16) {
+      const int64_t n = Q - q0;
+      const __mmask16 keep = lanes_below(n);
+      const Winners w = winners_of_codes(_mm512_maskz_loadu_ps(keep, codes + p * Q + q0));
+      const __m512 g = _mm512_maskz_loadu_ps(keep, grad + p * Q + q0);
+      store_rows(route(w, g), out + 2 * p * W, out + (2 * p + 1) * W, q0, n);
+    }
 }
 
 // ---- small planes: 16 windows spanning several row pairs ----------------------------------------
@@ -150,16 +198,22 @@ inline Cells load_packed(const PackedLayout& lay, const float* x, int64_t n) {
   return Cells{c[0], c[1], c[2], c[3]};
 }
 
-void forward_packed(const float* x, int64_t windows, int64_t Q, float* out) {
+inline void store_packed(const PackedLayout& lay, const CellGrads& g, float* out, int64_t n) {
+  for (int k = 0; k < 4; ++k) {
+    const __m512 top = _mm512_permutex2var_ps(g.a, _mm512_load_si512(lay.ab[k]), g.b);
+    const __m512 bottom = _mm512_permutex2var_ps(g.c, _mm512_load_si512(lay.cd[k]), g.d);
+    _mm512_mask_storeu_ps(out + 16 * k, lanes_below(4 * n - 16 * k),
+                          _mm512_mask_blend_ps(lay.from_cd[k], top, bottom));
+  }
+}
+
+void forward_packed(const float* x, int64_t windows, int64_t Q, float* out, float* codes) {
   const PackedLayout lay(Q);
   for (int64_t j0 = 0; j0 < windows; j0 += 16) {
     const int64_t n = windows - j0;
-    const Cells c = load_packed(lay, x + 4 * j0, n);
-    __m512 m = c.a;
-    challenge(c.b, &m);
-    challenge(c.c, &m);
-    challenge(c.d, &m);
-    _mm512_mask_storeu_ps(out + j0, lanes_below(n), m);
+    const Winners w = winners(load_packed(lay, x + 4 * j0, n));
+    _mm512_mask_storeu_ps(out + j0, lanes_below(n), w.max);
+    if (codes != nullptr) _mm512_mask_storeu_ps(codes + j0, lanes_below(n), codes_of(w));
   }
 }
 
@@ -167,28 +221,27 @@ void backward_packed(const float* x, const float* grad, int64_t windows, int64_t
   const PackedLayout lay(Q);
   for (int64_t j0 = 0; j0 < windows; j0 += 16) {
     const int64_t n = windows - j0;
-    const Cells c = load_packed(lay, x + 4 * j0, n);
-    __m512 m = c.a;
-    const __mmask16 tb = challenge(c.b, &m);
-    const __mmask16 tc = challenge(c.c, &m);
-    const __mmask16 td = challenge(c.d, &m);
-    const __mmask16 wd = td, wc = tc & ~td, wb = tb & ~tc & ~td;
-    const __mmask16 wa = static_cast<__mmask16>(~(tb | tc | td));
+    const Winners w = winners(load_packed(lay, x + 4 * j0, n));
     const __m512 g = _mm512_maskz_loadu_ps(lanes_below(n), grad + j0);
-    const __m512 ga = _mm512_maskz_mov_ps(wa, g), gb = _mm512_maskz_mov_ps(wb, g);
-    const __m512 gc = _mm512_maskz_mov_ps(wc, g), gd = _mm512_maskz_mov_ps(wd, g);
-    for (int k = 0; k < 4; ++k) {
-      const __m512 top = _mm512_permutex2var_ps(ga, _mm512_load_si512(lay.ab[k]), gb);
-      const __m512 bottom = _mm512_permutex2var_ps(gc, _mm512_load_si512(lay.cd[k]), gd);
-      _mm512_mask_storeu_ps(out + 4 * j0 + 16 * k, lanes_below(4 * n - 16 * k),
-                            _mm512_mask_blend_ps(lay.from_cd[k], top, bottom));
-    }
+    store_packed(lay, route(w, g), out + 4 * j0, n);
+  }
+}
+
+void unpool_packed(const float* codes, const float* grad, int64_t windows, int64_t Q,
+                   float* out) {
+  const PackedLayout lay(Q);
+  for (int64_t j0 = 0; j0 < windows; j0 += 16) {
+    const int64_t n = windows - j0;
+    const __mmask16 keep = lanes_below(n);
+    const Winners w = winners_of_codes(_mm512_maskz_loadu_ps(keep, codes + j0));
+    store_packed(lay, route(w, _mm512_maskz_loadu_ps(keep, grad + j0)), out + 4 * j0, n);
   }
 }
 
 }  // namespace
 
-extern const PoolKernelSet kAvx512PoolKernels = {"avx512", &forward, &backward, &forward_packed,
-                                                 &backward_packed};
+extern const PoolKernelSet kAvx512PoolKernels = {"avx512",        &forward,       &backward,
+                                                 &unpool,         &forward_packed, &backward_packed,
+                                                 &unpool_packed};
 
 }  // namespace nanocnn::cpu::pool_detail

@@ -8,25 +8,36 @@
 namespace nanocnn::cpu::pool_detail {
 
 // One (H, W) plane with row stride W, P x Q windows (2P <= H, 2Q <= W):
-//   forward:  out[p*Q + q] = the winner of window (p, q)  (the rule of pool2d.cpp)
+//   forward:  out[p*Q + q] = the winner of window (p, q)  (the rule of pool2d.cpp), and when
+//             codes is not null codes[p*Q + q] = its cell, 0..3 row-major, or 4 if the winner is
+//             not above 0 (NaN included)
 //   backward: rows 0 .. 2P-1, columns 0 .. 2Q-1 of out get grad[p*Q + q] at the winner of each
 //             window and 0 elsewhere (other rows and columns are not written)
-using Pool2x2Forward = void (*)(const float* plane, int64_t W, int64_t P, int64_t Q, float* out);
+//   unpool:   the same from the codes instead of the plane (a code of 4 sends nothing)
+using Pool2x2Forward = void (*)(const float* plane, int64_t W, int64_t P, int64_t Q, float* out,
+                                float* codes);
 using Pool2x2Backward = void (*)(const float* plane, const float* grad, int64_t W, int64_t P,
                                  int64_t Q, float* out);
+using Pool2x2Unpool = void (*)(const float* codes, const float* grad, int64_t W, int64_t P,
+                               int64_t Q, float* out);
 
 // Whole tensors of planes that are exactly 2P x 2Q with Q in {1, 2, 4, 8}, as `windows` =
-// N*C*P*Q windows in order: out[j] / the gradient of window j, the same rule (pool_avx512.cpp).
-using Pool2x2ForwardPacked = void (*)(const float* x, int64_t windows, int64_t Q, float* out);
+// N*C*P*Q windows in order: out[j] / codes[j] / the gradient of window j, the same rules.
+using Pool2x2ForwardPacked = void (*)(const float* x, int64_t windows, int64_t Q, float* out,
+                                      float* codes);
 using Pool2x2BackwardPacked = void (*)(const float* x, const float* grad, int64_t windows,
                                        int64_t Q, float* out);
+using Pool2x2UnpoolPacked = void (*)(const float* codes, const float* grad, int64_t windows,
+                                     int64_t Q, float* out);
 
 struct PoolKernelSet {
   const char* name;
   Pool2x2Forward forward;
   Pool2x2Backward backward;
+  Pool2x2Unpool unpool;
   Pool2x2ForwardPacked forward_packed;
   Pool2x2BackwardPacked backward_packed;
+  Pool2x2UnpoolPacked unpool_packed;
 };
 
 // Defined in pool_avx512.cpp (x86-64 builds only); use only after checking the CPU.

@@ -376,10 +376,12 @@ class Conv2D(Layer):
                 and tuple(out_size) == (h // 2, w // 2) and h >= 2 and w >= 2)
 
     def forward_pooled(self, x, training=False):
-        """relu(conv(x)) pooled 2x2 in one op; keeps the unpooled output for backward_pooled."""
+        """relu(conv(x)) pooled 2x2 in one op. In training it keeps what backward_pooled needs
+        (on the CPU each window's winner, not the full-size output)."""
         b = self.weights[1] if self.use_bias else None
-        y, pooled = _C.conv2d_relu_pool(x, self.weights[0], b, *self._geometry, "fast")
-        self._x, self._y, self._activated = x, y, True
+        pooled, saved = _C.conv2d_relu_pool(x, self.weights[0], b, *self._geometry, "fast",
+                                            training)
+        self._x, self._y, self._activated = (x, saved, True) if training else (None, None, True)
         return pooled
 
     def backward_pooled(self, dpooled):
