@@ -47,7 +47,8 @@ def _cpu_supports(isa, flags):
 
 
 # (id, M, N, K): odd sizes around the micro-tiles (6/12 rows, 8/16/32 columns), K across the
-# KC = 256 blocking, M across MC (144 / 288).
+# KC = 256 blocking, M across MC (144 / 288), and a thin C with a K long enough for the dot
+# path's reduction blocks (4096).
 SHAPES = [
     ("1x1x1", 1, 1, 1),
     ("2x3x4", 2, 3, 4),
@@ -61,6 +62,7 @@ SHAPES = [
     ("1x200x9_row", 1, 200, 9),
     ("200x1x9_column", 200, 1, 9),
     ("64x100x70_parallel", 64, 100, 70),
+    ("7x9x9001_dot_k_blocks", 7, 9, 9001),
 ]
 
 TRANS = [(False, False), (True, False), (False, True), (True, True)]
@@ -159,8 +161,9 @@ def test_sgemm_works_in_place_on_the_given_tensor(isa, rng):
 @pytest.mark.parametrize("threads_n", [2, 3])
 def test_sgemm_bitwise_independent_of_thread_count(isa, threads_n, threads, rng):
     _use_isa(isa)
-    for (M, N, K), (ta, tb) in zip([(64, 100, 70), (301, 37, 129), (9, 530, 300), (130, 130, 40)],
-                                   TRANS):
+    for (M, N, K), (ta, tb) in zip([(64, 100, 70), (301, 37, 129), (9, 530, 300), (130, 130, 40),
+                                    (20, 45, 8200)],
+                                   TRANS + [(False, True)]):
         a, b = _operands(rng, M, N, K, ta, tb)
         c = randn(rng, (M, N))
         threads(1)

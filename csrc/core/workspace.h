@@ -18,8 +18,7 @@ enum ScratchSlot : int {
                                // direct: the output gradients of a chunk as flat rows
   kScratchFlatOutput = 3,      // direct conv2d: one image's output on the flat padded grid
   kScratchPaddedGrads = 4,     // direct conv2d backward: one image's padded output gradient
-  kScratchUnpooled = 5,        // conv2d + pool: one image's output before the pool (forward),
-                               // or its gradient there (backward)
+  kScratchUnpooled = 5,        // conv2d + pool: one image's output before the pool (forward)
   kScratchSlots = 6,
 };
 

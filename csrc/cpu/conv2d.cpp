@@ -249,9 +249,12 @@ struct FlatConv {
 
 // dst <- the copies of src (C, H, W) placed at (pt, pl): copy j, channel c, row h' holds columns
 // j .. j + Wr - 1 of the padded row h' (j = 0 for the flat grid); zeros elsewhere and in the slack.
-// With a mask (laid out as src), src reads as 0 where the mask is not above 0.
+// With a mask (laid out as src), src reads as 0 where the mask is not above 0. src's planes are
+// src_plane floats apart and its rows src_ld (0: packed, H * W and W).
 void pad_image(const FlatConv& f, const ConvKernelSet& ks, const float* src, const float* mask,
-               float* dst) {
+               float* dst, int64_t src_plane = 0, int64_t src_ld = 0) {
+  if (src_plane == 0) src_plane = f.H * f.W;
+  if (src_ld == 0) src_ld = f.W;
   // Over channels of each copy; split over threads when not inside a parallel region already (a
   // lone image: batch 1).
   for (int64_t j = 0; j < f.copies; ++j) {
@@ -259,10 +262,10 @@ void pad_image(const FlatConv& f, const ConvKernelSet& ks, const float* src, con
     // columns into the row.
     const int64_t cut = std::max<int64_t>(0, j - f.pl), lead = std::max<int64_t>(0, f.pl - j);
     parallel_for(f.C, f.Hp * f.Wr, [&](int64_t begin, int64_t end) {
-      const int64_t at = begin * f.H * f.W + cut;
-      ks.pad_planes(src + at, mask != nullptr ? mask + at : nullptr, end - begin, f.H * f.W, f.W,
-                    f.H, f.W - cut, dst + (j * f.C + begin) * f.Hp * f.Wr, f.Hp * f.Wr, f.pt,
-                    f.Wr, lead);
+      const int64_t at = begin * src_plane + cut;
+      ks.pad_planes(src + at, mask != nullptr ? mask + at : nullptr, end - begin, src_plane,
+                    src_ld, f.H, f.W - cut, dst + (j * f.C + begin) * f.Hp * f.Wr, f.Hp * f.Wr,
+                    f.pt, f.Wr, lead);
     });
   }
   const int64_t used = f.copies * f.C * f.Hp * f.Wr;
@@ -416,18 +419,22 @@ void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const
     const int64_t g1 = std::min(n_end, g0 + group);
     for (int64_t n = g0; n < g1; ++n) {
       const float* mask = relu_y != nullptr ? relu_y + n * KPQ : nullptr;
-      const float* dy_n = dy + n * KPQ;
-      if (codes != nullptr) {  // this image's gradient at the pool's input, while it is in cache
-        float* unpooled = thread_scratch(kScratchUnpooled, KPQ);
-        const int64_t at = n * sh.K * ps.g.out_h * ps.g.out_w;
-        max_pool2x2_unpool(ps, codes + at, dy + at, unpooled);
-        dy_n = unpooled;
-      }
+      float* g_n = gs + (n - g0) * sh.K * f.L;
       pad_image(f, ks, x + n * CHW, nullptr, xs + (n - g0) * f.image_floats);
-      flatten_grads(f, ks, dy_n, mask, gs + (n - g0) * sh.K * f.L);
+      if (codes != nullptr) {
+        // The pool's gradient routed to the winners straight into the flat grid: g_n is this
+        // image's dy (K rows of L, P rows of Wr), and the input gradient reads it from there.
+        const int64_t at = n * sh.K * ps.g.out_h * ps.g.out_w;
+        max_pool2x2_unpool_rows(ps, codes + at, dy + at, g_n, f.Wr, f.L);
+      } else {
+        flatten_grads(f, ks, dy + n * KPQ, mask, g_n);
+      }
       if (dx != nullptr) {
         float* dyp = thread_scratch(kScratchPaddedGrads, fb.image_floats);
-        pad_image(fb, ks, dy_n, mask, dyp);
+        if (codes != nullptr)
+          pad_image(fb, ks, g_n, nullptr, dyp, f.L, f.Wr);
+        else
+          pad_image(fb, ks, dy + n * KPQ, mask, dyp);
         float* dxf = thread_scratch(kScratchFlatOutput, sh.C * fb.L);
         flat_conv(fb, ks, pwb, dyp, dxf);
         unflatten(fb, ks, dxf, nullptr, false, dx + n * CHW);

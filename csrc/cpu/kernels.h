@@ -91,6 +91,11 @@ void conv2d_backward_fused(const Conv2dShape& s, const float* dy, const float* r
 // those codes alone: dx gets dy at each coded cell, 0 elsewhere (4: nowhere).
 void max_pool2x2_forward_codes(const Pool2dShape& s, const float* x, float* y, float* codes);
 void max_pool2x2_unpool(const Pool2dShape& s, const float* codes, const float* dy, float* dx);
+// The same into planes with longer rows: plane i of dx starts at dx + i * plane and holds H rows
+// of ld >= W floats; every float of it is written (zero outside the windows, in the columns past
+// W and after the H rows). The direct convolution's backward unpools straight into its flat grid.
+void max_pool2x2_unpool_rows(const Pool2dShape& s, const float* codes, const float* dy, float* dx,
+                             int64_t ld, int64_t plane);
 // The 2x2 / stride 2 / unpadded pooling geometry of an (H, W) input.
 Pool2dGeometry pool2x2_geometry(int64_t H, int64_t W);
 }  // namespace cpu

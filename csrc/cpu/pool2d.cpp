@@ -231,6 +231,27 @@ void max_pool2x2_unpool(const Pool2dShape& sh, const float* codes, const float* 
   });
 }
 
+void max_pool2x2_unpool_rows(const Pool2dShape& sh, const float* codes, const float* dy, float* dx,
+                             int64_t ld, int64_t plane) {
+  NC_CHECK(is_2x2_stride_2(sh), "max_pool2x2_unpool_rows: needs the 2x2 / stride 2 window");
+  NC_CHECK(ld >= sh.W && plane >= sh.H * ld, "max_pool2x2_unpool_rows: rows of ", ld,
+           " floats and planes of ", plane, " cannot hold ", sh.H, "x", sh.W, " planes");
+  if (ld == sh.W && plane == sh.H * sh.W) {
+    max_pool2x2_unpool(sh, codes, dy, dx);
+    return;
+  }
+  Pool2dShape wide = sh;  // the same windows in rows of ld floats: the columns past W get zeros
+  wide.W = ld;
+  const int64_t PQ = sh.g.out_h * sh.g.out_w;
+  const pool_detail::PoolKernelSet* simd = simd_kernels();
+  parallel_for(sh.N * sh.C, plane, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      max_pool2x2_backward_plane(wide, simd, nullptr, codes + i * PQ, dy + i * PQ, dx + i * plane);
+      std::memset(dx + i * plane + sh.H * ld, 0, (plane - sh.H * ld) * sizeof(float));
+    }
+  });
+}
+
 void max_pool2d_backward(const Pool2dShape& sh, const float* dy, const float* x, float* dx) {
   const int64_t P = sh.g.out_h, Q = sh.g.out_w, HW = sh.H * sh.W;
   const bool fast = is_2x2_stride_2(sh);

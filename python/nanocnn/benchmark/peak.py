@@ -2,7 +2,10 @@
 
 CPU: ``nanocnn._C.cpu_peak_gflops`` runs independent FP32 FMA chains on every thread at once
 (csrc/cpu/peak.cpp) and ``nanocnn._C.cpu_copy_gbs`` streams y = x + 1 over 256 MiB arrays; each
-is the best of a few measurements. Nothing here trusts a datasheet.
+is the best of a few measurements spread over a second or two: on a shared (virtual) machine a
+thread is now and then held off its core for a fraction of a second, which halves a single
+measurement of two threads (seen: 117 instead of 232 GFLOP/s, three times in a row). Nothing here
+trusts a datasheet.
 
 GPU: the device's own figures: SMs x FP32 lanes per SM (from the compute capability) x 2 FLOP
 per FMA x the maximum SM clock, and 2 x memory clock x bus width for the bandwidth, as the driver
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 
 import nanocnn as nc
 
@@ -21,12 +25,22 @@ _FP32_LANES_PER_SM = {(6, 0): 64, 6: 128, 7: 64, (8, 0): 64, 8: 128, 9: 128, 10:
                       12: 128}
 
 
-def cpu_peak(threads: int, seconds: float = 0.2, repeats: int = 3,
+def _best(measure, repeats: int, gap: float) -> float:
+    best = 0.0
+    for i in range(repeats):
+        if i:
+            time.sleep(gap)
+        best = max(best, measure())
+    return best
+
+
+def cpu_peak(threads: int, seconds: float = 0.2, repeats: int = 5, gap: float = 0.2,
              nbytes: int = 256 << 20) -> dict:
     """Measured FP32 FMA GFLOP/s and copy GB/s (over arrays of `nbytes`) of `threads` threads
-    running at once, each the best of `repeats` measurements of about `seconds`."""
-    gflops = max(nc._C.cpu_peak_gflops(threads, seconds) for _ in range(repeats))
-    gbs = max(nc._C.cpu_copy_gbs(threads, nbytes, seconds) for _ in range(repeats))
+    running at once, each the best of `repeats` measurements of about `seconds`, `gap` seconds
+    apart."""
+    gflops = _best(lambda: nc._C.cpu_peak_gflops(threads, seconds), repeats, gap)
+    gbs = _best(lambda: nc._C.cpu_copy_gbs(threads, nbytes, seconds), repeats, gap)
     return {"device": "cpu", "threads": threads, "gflops": gflops, "gbs": gbs,
             "isa": nc._C.cpu_peak_isa(),
             "how": f"measured: FP32 FMA chains on {threads} thread(s) at once "
