@@ -56,6 +56,10 @@ CASES = [
     ("k2_stride3_gt_kernel", (2, 3, 13, 5), (4, 3, 2, 2), 3, 0, 1, True),
     ("batch9_chunks_k3", (9, 3, 6, 5), (5, 3, 3, 3), 1, 1, 1, True),
     ("k3_c1_k1", (2, 1, 6, 6), (1, 1, 3, 3), 1, 1, 1, True),
+    # Wide outputs (>= 16 columns: the fused pool reads the direct conv's grid in place), odd
+    # sizes, on the flat grid and with shifted copies.
+    ("k3_valid_odd_21x35", (2, 4, 21, 35), (6, 4, 3, 3), 1, "valid", 1, True),
+    ("k3_same_18x18_copies", (1, 5, 18, 18), (7, 5, 3, 3), 1, "same", 1, False),
 ]
 
 # The seed CIFAR network's convolutions (batch 64): fast path only, the reference is too slow.

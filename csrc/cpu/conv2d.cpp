@@ -388,15 +388,21 @@ void direct_forward(const Conv2dShape& sh, const ConvKernelSet& ks, const float*
     pad_image(f, ks, x + n * sh.C * sh.H * sh.W, nullptr, xp);
     float* yf = thread_scratch(kScratchFlatOutput, sh.K * f.L);
     flat_conv(f, ks, pw, xp, yf);
+    const Pool2dShape ps{1, sh.K, f.P, f.Q, pool2x2_geometry(f.P, f.Q)};
+    const int64_t at = n * sh.K * ps.g.out_h * ps.g.out_w;
+    float* codes_n = codes != nullptr ? codes + at : nullptr;
+    if (pooled != nullptr && y == nullptr && relu && ps.g.out_w >= 8) {
+      // Only the pooled output is wanted: pool straight from the flat grid, with the bias and
+      // ReLU applied as the cells are read (no cropped copy of y). Narrower planes take the
+      // packed pool below, 16 windows across rows.
+      max_pool2x2_forward_codes_relu(ps, yf, f.Wr, f.L, b, pooled + at, codes_n);
+      return;
+    }
     // y_n stays in a scratch buffer when only the pooled output (and the codes) are wanted.
     float* y_n = y != nullptr ? y + n * sh.K * f.P * f.Q
                               : thread_scratch(kScratchUnpooled, sh.K * f.P * f.Q);
     unflatten(f, ks, yf, b, relu, y_n);
-    if (pooled != nullptr) {
-      const Pool2dShape ps{1, sh.K, f.P, f.Q, pool2x2_geometry(f.P, f.Q)};
-      const int64_t at = n * sh.K * ps.g.out_h * ps.g.out_w;
-      max_pool2x2_forward_codes(ps, y_n, pooled + at, codes != nullptr ? codes + at : nullptr);
-    }
+    if (pooled != nullptr) max_pool2x2_forward_codes(ps, y_n, pooled + at, codes_n);
   });
 }
 

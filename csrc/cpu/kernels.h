@@ -96,6 +96,12 @@ void max_pool2x2_unpool(const Pool2dShape& s, const float* codes, const float* d
 // W and after the H rows). The direct convolution's backward unpools straight into its flat grid.
 void max_pool2x2_unpool_rows(const Pool2dShape& s, const float* codes, const float* dy, float* dx,
                              int64_t ld, int64_t plane);
+// max_pool2x2_forward_codes of relu(x + b[c]) (b may be null: 0), read where a convolution left
+// it: plane i (channel i % C) starts at x + i * plane and has H rows of ld >= W floats. The bias
+// and ReLU are the same instructions as the direct convolution's output pass (conv_avx512.cpp
+// crop_rows), so this equals cropping first and pooling after, bit for bit, without the pass.
+void max_pool2x2_forward_codes_relu(const Pool2dShape& s, const float* x, int64_t ld,
+                                    int64_t plane, const float* b, float* y, float* codes);
 // The 2x2 / stride 2 / unpadded pooling geometry of an (H, W) input.
 Pool2dGeometry pool2x2_geometry(int64_t H, int64_t W);
 }  // namespace cpu

@@ -170,6 +170,39 @@ void max_pool2d_forward(const Pool2dShape& sh, const float* x, float* y) {
   pool_forward(sh, x, y, nullptr);
 }
 
+void max_pool2x2_forward_codes_relu(const Pool2dShape& sh, const float* x, int64_t ld,
+                                    int64_t plane, const float* b, float* y, float* codes) {
+  NC_CHECK(is_2x2_stride_2(sh), "max_pool2x2_forward_codes_relu: needs the 2x2 / stride 2 window");
+  NC_CHECK(ld >= sh.W && plane >= sh.H * ld, "max_pool2x2_forward_codes_relu: rows of ", ld,
+           " floats and planes of ", plane, " cannot hold ", sh.H, "x", sh.W, " planes");
+  const int64_t P = sh.g.out_h, Q = sh.g.out_w;
+  const pool_detail::PoolKernelSet* simd = simd_kernels();
+  parallel_for(sh.N * sh.C, plane, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float* in = x + i * plane;
+      const float bias = b != nullptr ? b[i % sh.C] : 0.f;
+      float* out = y + i * P * Q;
+      float* code = codes != nullptr ? codes + i * P * Q : nullptr;
+      if (simd != nullptr) {
+        simd->forward_relu(in, ld, P, Q, bias, out, code);
+        continue;
+      }
+      auto cell = [&](int64_t h, int64_t w) {  // max(0, v + bias) as maxps(0, v) computes it
+        const float v = in[h * ld + w] + bias;
+        return 0.f > v ? 0.f : v;
+      };
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t q = 0; q < Q; ++q) {
+          uint32_t which;
+          const float m = max4(cell(2 * p, 2 * q), cell(2 * p, 2 * q + 1), cell(2 * p + 1, 2 * q),
+                               cell(2 * p + 1, 2 * q + 1), &which);
+          out[p * Q + q] = m;
+          if (code != nullptr) code[p * Q + q] = m > 0.f ? static_cast<float>(which) : 4.f;
+        }
+    }
+  });
+}
+
 void max_pool2x2_forward_codes(const Pool2dShape& sh, const float* x, float* y, float* codes) {
   NC_CHECK(is_2x2_stride_2(sh), "max_pool2x2_forward_codes: needs the 2x2 / stride 2 window");
   pool_forward(sh, x, y, codes);

@@ -115,17 +115,36 @@ inline void store_rows(const CellGrads& g, float* o0, float* o1, int64_t q0, int
   _mm512_mask_storeu_ps(o1 + 2 * q0 + 16, hi, _mm512_permutex2var_ps(g.c, interleave_hi(), g.d));
 }
 
-void forward(const float* plane, int64_t W, int64_t P, int64_t Q, float* out, float* codes) {
+template <bool kReLU>
+void forward_impl(const float* plane, int64_t W, int64_t P, int64_t Q, float bias, float* out,
+                  float* codes) {
+  const __m512 vb = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
   for (int64_t p = 0; p < P; ++p) {
     const float* r0 = plane + 2 * p * W;
     const float* r1 = r0 + W;
     for (int64_t q0 = 0; q0 < Q; q0 += 16) {
       const __mmask16 keep = lanes_below(Q - q0);
-      const Winners w = winners(load_cells(r0, r1, q0, Q - q0));
+      Cells x = load_cells(r0, r1, q0, Q - q0);
+      if (kReLU) {  // as crop_rows in conv_avx512.cpp: max(0, v + bias), a NaN stays NaN
+        x.a = _mm512_max_ps(zero, _mm512_add_ps(x.a, vb));
+        x.b = _mm512_max_ps(zero, _mm512_add_ps(x.b, vb));
+        x.c = _mm512_max_ps(zero, _mm512_add_ps(x.c, vb));
+        x.d = _mm512_max_ps(zero, _mm512_add_ps(x.d, vb));
+      }
+      const Winners w = winners(x);
       _mm512_mask_storeu_ps(out + p * Q + q0, keep, w.max);
       if (codes != nullptr) _mm512_mask_storeu_ps(codes + p * Q + q0, keep, codes_of(w));
     }
   }
+}
+
+void forward(const float* plane, int64_t W, int64_t P, int64_t Q, float* out, float* codes) {
+  forward_impl<false>(plane, W, P, Q, 0.f, out, codes);
+}
+
+void forward_relu(const float* plane, int64_t W, int64_t P, int64_t Q, float bias, float* out,
+                  float* codes) {
+  forward_impl<true>(plane, W, P, Q, bias, out, codes);
 }
 
 void backward(const float* plane, const float* grad, int64_t W, int64_t P, int64_t Q,
@@ -240,8 +259,8 @@ void unpool_packed(const float* codes, const float* grad, int64_t windows, int64
 
 }  // namespace
 
-extern const PoolKernelSet kAvx512PoolKernels = {"avx512",        &forward,       &backward,
-                                                 &unpool,         &forward_packed, &backward_packed,
-                                                 &unpool_packed};
+extern const PoolKernelSet kAvx512PoolKernels = {
+    "avx512", &forward, &forward_relu, &backward, &unpool, &forward_packed, &backward_packed,
+    &unpool_packed};
 
 }  // namespace nanocnn::cpu::pool_detail

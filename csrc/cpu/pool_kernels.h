@@ -16,6 +16,11 @@ namespace nanocnn::cpu::pool_detail {
 //   unpool:   the same from the codes instead of the plane (a code of 4 sends nothing)
 using Pool2x2Forward = void (*)(const float* plane, int64_t W, int64_t P, int64_t Q, float* out,
                                 float* codes);
+// The forward pass (with codes) over max(0, cell + bias) instead of the cells: the direct
+// convolution's bias and ReLU, with the same two instructions as its crop_rows, so the result is
+// bit-identical to cropping first and pooling after.
+using Pool2x2ForwardReLU = void (*)(const float* plane, int64_t W, int64_t P, int64_t Q,
+                                    float bias, float* out, float* codes);
 using Pool2x2Backward = void (*)(const float* plane, const float* grad, int64_t W, int64_t P,
                                  int64_t Q, float* out);
 using Pool2x2Unpool = void (*)(const float* codes, const float* grad, int64_t W, int64_t P,
@@ -33,6 +38,7 @@ using Pool2x2UnpoolPacked = void (*)(const float* codes, const float* grad, int6
 struct PoolKernelSet {
   const char* name;
   Pool2x2Forward forward;
+  Pool2x2ForwardReLU forward_relu;
   Pool2x2Backward backward;
   Pool2x2Unpool unpool;
   Pool2x2ForwardPacked forward_packed;
