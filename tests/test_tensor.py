@@ -227,6 +227,24 @@ def test_large_freed_tensors_are_reused_and_empty_cache_releases_them():
     assert nc._C.host_cache_bytes() == 0
 
 
+def test_cache_keeps_the_most_recently_freed_blocks():
+    """Past its 1 GiB the cache lets go of the blocks freed longest ago, not of the newcomer.
+    (The blocks are never written, so no memory is touched.)"""
+    nc.empty_cache()
+    old = nc._C.empty([150 << 20], "cpu")  # 600 MiB
+    new = nc._C.empty([(150 << 20) + 1024], "cpu")  # 600 MiB + 1 page: another size
+    new_address = new.numpy().ctypes.data
+    del old
+    assert nc._C.host_cache_bytes() == 600 << 20
+    del new  # 1.2 GiB in all: the first block goes
+    assert nc._C.host_cache_bytes() == (600 << 20) + 4096
+    again = nc._C.empty([(150 << 20) + 1024], "cpu")
+    assert again.numpy().ctypes.data == new_address
+    del again
+    nc.empty_cache()
+    assert nc._C.host_cache_bytes() == 0
+
+
 def test_reused_block_does_not_leak_into_a_differently_sized_tensor():
     nc.empty_cache()
     a = nc.tensor(np.full(1 << 18, 7.0, np.float32))

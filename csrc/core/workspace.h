@@ -19,7 +19,9 @@ enum ScratchSlot : int {
   kScratchFlatOutput = 3,      // direct conv2d: one image's output on the flat padded grid
   kScratchPaddedGrads = 4,     // direct conv2d backward: one image's padded output gradient
   kScratchUnpooled = 5,        // conv2d + pool: one image's output before the pool (forward)
-  kScratchSlots = 6,
+  kScratchPackedWeights = 6,   // direct conv2d: the weights packed for the forward tile (the
+                               // calling thread's, read by all threads during the op)
+  kScratchSlots = 7,
 };
 
 // A 64-byte-aligned buffer of at least `count` floats, owned by the calling thread.
