@@ -42,6 +42,18 @@
 // images go one by one and the work inside each (GEMM, or the direct path's tiles) is parallel.
 // Determinism: dw is summed in a fixed number of image chunks (kWeightChunks, independent of the
 // thread count) reduced in chunk order, so results are bit-identical for any thread count.
+//
+// Directions weighed (measured with bench/, results in bench/results):
+//  - Layout: NCHW inside the model, channels-last only at its boundary (Sequential converts each
+//    input batch once). The shifted-row scheme wants every channel as contiguous rows, which
+//    NCHW is; its tiles run at 85-95% of the measured FP32 peak on the large 3x3 layers, so a
+//    blocked layout (NCHW16c) had little to win there, and what the seed networks spend besides
+//    the tiles (copies, pooling, dense layers) no layout changes.
+//  - Winograd F(2,3): not done: 3x3 only (the CIFAR network is 2x2), other rounding, and the 3x3
+//    layers are already at 0.9-1.0x oneDNN from batch 32 up.
+//  - Tried and dropped, A/B in one session: the forward tile's reduction cut into 48-tap steps so
+//    that a position block's input rows stay in L1 (128->128 @28, one core: 110 -> 101 GFLOP/s),
+//    and one transposing tree for the 24 lane sums of a weight-gradient tile (1-2% at 8x8).
 #include <algorithm>
 #include <cstring>
 #include <functional>

@@ -422,8 +422,9 @@ void gemm_rect(const KernelSet& ks, const Problem& p, int64_t m0, int64_t m1, in
 // trans_b = true). Rows and columns are dealt out in near-equal groups of at most dot_mr / dot_nr.
 // The dot path's reduction is cut into blocks of at most kDotKC: each block of rows of B is then
 // read from memory once and re-used from L2 by every block of rows of A (the dense forward pass
-// of the cats-vs-dogs network, 20 x 18496 @ (512 x 18496)^T: 38 MB of weights, streamed 4 times
-// per call without the blocks; measured 5.5-6.2 ms -> see dot_rect's caller, bench/results).
+// of the cats-vs-dogs network, 20 x 18496 @ (512 x 18496)^T: 38 MB of weights, streamed once per
+// block of A rows without the blocks; 2 threads, Zen 4: 5.5-6.2 ms -> 2.7-3.1 ms; 4096 measured
+// like 2048 and 8192).
 // The blocks are equal multiples of 16 floats and depend on K only (never on the thread count);
 // C accumulates them in order.
 constexpr int64_t kDotKC = 4096;
