@@ -340,6 +340,18 @@ return a view of the tensor's memory (no copy), as torch.Tensor.numpy() does.
       },
       py::arg("shape"), py::arg("device") = "cpu", "An uninitialised float32 tensor.");
   m.def(
+      "from_channels_last",
+      [](const py::array_t<float, py::array::c_style>& x) {
+        NC_CHECK(x.ndim() == 4, "from_channels_last: x must have shape (N, H, W, C), got ",
+                 x.ndim(), " dimension(s)");
+        const float* data = x.data();
+        py::gil_scoped_release release;
+        return from_channels_last(data, x.shape(0), x.shape(1), x.shape(2), x.shape(3));
+      },
+      py::arg("x"),
+      "A float32 C-contiguous numpy batch (N, H, W, C) as a new CPU tensor (N, C, H, W), the "
+      "copy split over threads.");
+  m.def(
       "zeros",
       [](const std::vector<int64_t>& shape, const std::string& device) {
         return Tensor::zeros(shape, Device::parse(device));

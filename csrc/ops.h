@@ -107,6 +107,12 @@ LossAndGrad softmax_cross_entropy_soft(const Tensor& logits, const Tensor& targe
 // -(t log sigmoid(x) + (1-t) log(1 - sigmoid(x))), computed stably from x.
 LossAndGrad sigmoid_binary_cross_entropy(const Tensor& logits, const Tensor& targets, Algo algo);
 
+// ---- layout ---------------------------------------------------------------------------------
+
+// A host buffer of N channels-last images (N, H, W, C), C-contiguous, as a new CPU tensor
+// (N, C, H, W): the conversion at a model's input (Sequential with data_format channels_last).
+Tensor from_channels_last(const float* x, int64_t N, int64_t H, int64_t W, int64_t C);
+
 // ---- more activations and element-wise ops ---------------------------------------------------
 
 // Any shape: y = 1 / (1 + exp(-x)); sigmoid_backward takes the forward output: dx = dy * y (1 - y).

@@ -280,6 +280,28 @@ def test_uint8_input_and_batch_of_one():
     model.fit(x, np.arange(5) % 2, batch_size=4, verbose=0)  # last batch of one
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 7, 3), (1, 4, 3, 1), (3, 2, 6, 5), (0, 3, 3, 3)])
+def test_from_channels_last_is_the_transpose(shape, rng):
+    x = rng.standard_normal(shape, dtype=np.float32)
+    t = nc._C.from_channels_last(x)
+    assert tuple(t.shape) == (shape[0], shape[3], shape[1], shape[2])
+    np.testing.assert_array_equal(np.asarray(t), x.transpose(0, 3, 1, 2))
+    with pytest.raises(ValueError, match=r"x must have shape \(N, H, W, C\), got 3 dimension"):
+        nc._C.from_channels_last(x.reshape(shape[0], shape[1] * shape[2], shape[3]))
+
+
+def test_every_input_layout_gives_the_same_predictions(rng):
+    """float32 C-contiguous batches take the C++ conversion; other dtypes and strided views the
+    numpy one: the same tensor either way."""
+    model = cifar_net()
+    x = rng.random((3, 32, 32, 3), dtype=np.float32)
+    out = model.predict(x, verbose=0)
+    np.testing.assert_array_equal(model.predict(x.astype(np.float64), verbose=0), out)
+    wide = np.zeros((3, 32, 64, 3), np.float32)
+    wide[:, :, ::2] = x
+    np.testing.assert_array_equal(model.predict(wide[:, :, ::2], verbose=0), out)
+
+
 def test_grey_images_without_channel_axis():
     x, _ = toy_problem(6)
     model = toy_model()

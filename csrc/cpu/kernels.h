@@ -102,6 +102,8 @@ void max_pool2x2_unpool_rows(const Pool2dShape& s, const float* codes, const flo
 // crop_rows), so this equals cropping first and pooling after, bit for bit, without the pass.
 void max_pool2x2_forward_codes_relu(const Pool2dShape& s, const float* x, int64_t ld,
                                     int64_t plane, const float* b, float* y, float* codes);
+// y (N, C, H, W) <- x (N, H, W, C): a channels-last batch into the internal layout (layout.cpp).
+void nhwc_to_nchw(int64_t N, int64_t H, int64_t W, int64_t C, const float* x, float* y);
 // The 2x2 / stride 2 / unpadded pooling geometry of an (H, W) input.
 Pool2dGeometry pool2x2_geometry(int64_t H, int64_t W);
 }  // namespace cpu

@@ -509,6 +509,9 @@ class Sequential:
         if not checked:
             x = self._check_x(x, "input")
         if len(self._input_shape) == 3 and self.data_format == "channels_last":
+            if x.dtype == np.float32 and x.flags.c_contiguous:  # the common case: one C++ copy
+                t = _C.from_channels_last(x)
+                return t if self._device == "cpu" else t.to(self._device)
             x = x.transpose(0, 3, 1, 2)
         return tensor(x, device=self._device)
 
