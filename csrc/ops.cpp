@@ -302,8 +302,6 @@ Tensor max_pool2d_backward(const Tensor& dy, const Tensor& x, const Pool2dGeomet
 // ---- layout --------------------------------------------------------------------------------
 
 Tensor from_channels_last(const float* x, int64_t N, int64_t H, int64_t W, int64_t C) {
-  NC_CHECK(N >= 0 && H >= 0 && W >= 0 && C >= 0, "from_channels_last: x must have a shape of ",
-           "sizes >= 0, got ", shape_str({N, H, W, C}));
   Tensor y = Tensor::empty({N, C, H, W}, Device{});
   cpu::nhwc_to_nchw(N, H, W, C, x, y.data());
   return y;

@@ -418,23 +418,22 @@ void gemm_rect(const KernelSet& ks, const Problem& p, int64_t m0, int64_t m1, in
   }
 }
 
-// C[m0:m1, n0:n1] of problem p with the dot-product kernels (p must have trans_a = false,
-// trans_b = true). Rows and columns are dealt out in near-equal groups of at most dot_mr / dot_nr.
 // The dot path's reduction is cut into blocks of at most kDotKC: each block of rows of B is then
 // read from memory once and re-used from L2 by every block of rows of A (the dense forward pass
 // of the cats-vs-dogs network, 20 x 18496 @ (512 x 18496)^T: 38 MB of weights, streamed once per
 // block of A rows without the blocks; 2 threads, Zen 4: 5.5-6.2 ms -> 2.7-3.1 ms; 4096 measured
-// like 2048 and 8192).
-// The blocks are equal multiples of 16 floats and depend on K only (never on the thread count);
-// C accumulates them in order.
+// like 2048 and 8192). The blocks are equal multiples of 16 floats and depend on K only (never on
+// the thread count); C accumulates them in order.
 constexpr int64_t kDotKC = 4096;
 
 int64_t dot_kc_step(int64_t K) {
   return K <= kDotKC ? K : round_up(ceil_div(K, ceil_div(K, kDotKC)), 16);
 }
 
-// C[m0:m1, n0:n1] of problem p on the dot path: per reduction block, the tiles column block by
-// column block (rows of B), row blocks (rows of A) inside.
+// C[m0:m1, n0:n1] of problem p with the dot-product kernels (p must have trans_a = false,
+// trans_b = true). Rows and columns are dealt out in near-equal groups of at most dot_mr / dot_nr;
+// per reduction block, the tiles go column block by column block (rows of B), row blocks (rows
+// of A) inside.
 void dot_rect(const KernelSet& ks, const Problem& p, int64_t m0, int64_t m1, int64_t n0,
               int64_t n1) {
   const RowPanels rows(m1 - m0, ks.dot_mr), cols(n1 - n0, ks.dot_nr);

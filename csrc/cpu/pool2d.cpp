@@ -113,6 +113,13 @@ bool packs(const Pool2dShape& sh) {
   return sh.H == 2 * sh.g.out_h && sh.W == 2 * Q && (Q == 1 || Q == 2 || Q == 4 || Q == 8);
 }
 
+// The 2x2 / stride 2 window over planes of sh.H rows of ld >= sh.W floats, `plane` floats apart.
+void check_rows(const char* op, const Pool2dShape& sh, int64_t ld, int64_t plane) {
+  NC_CHECK(is_2x2_stride_2(sh), op, ": needs the 2x2 / stride 2 window");
+  NC_CHECK(ld >= sh.W && plane >= sh.H * ld, op, ": rows of ", ld, " floats and planes of ",
+           plane, " cannot hold ", sh.H, "x", sh.W, " planes");
+}
+
 // Runs body(j_begin, j_end) over the windows [0, windows) in groups of 16 split over threads.
 template <class Body>
 void for_window_groups(int64_t windows, const Body& body) {
@@ -172,34 +179,17 @@ void max_pool2d_forward(const Pool2dShape& sh, const float* x, float* y) {
 
 void max_pool2x2_forward_codes_relu(const Pool2dShape& sh, const float* x, int64_t ld,
                                     int64_t plane, const float* b, float* y, float* codes) {
-  NC_CHECK(is_2x2_stride_2(sh), "max_pool2x2_forward_codes_relu: needs the 2x2 / stride 2 window");
-  NC_CHECK(ld >= sh.W && plane >= sh.H * ld, "max_pool2x2_forward_codes_relu: rows of ", ld,
-           " floats and planes of ", plane, " cannot hold ", sh.H, "x", sh.W, " planes");
-  const int64_t P = sh.g.out_h, Q = sh.g.out_w;
+  check_rows("max_pool2x2_forward_codes_relu", sh, ld, plane);
+  // Only the AVX-512 direct convolution calls this (it has no other ISA), so the SIMD kernel is
+  // the only one.
   const pool_detail::PoolKernelSet* simd = simd_kernels();
+  NC_CHECK(simd != nullptr, "max_pool2x2_forward_codes_relu: needs the AVX-512 pool kernels");
+  const int64_t PQ = sh.g.out_h * sh.g.out_w;
   parallel_for(sh.N * sh.C, plane, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float* in = x + i * plane;
-      const float bias = b != nullptr ? b[i % sh.C] : 0.f;
-      float* out = y + i * P * Q;
-      float* code = codes != nullptr ? codes + i * P * Q : nullptr;
-      if (simd != nullptr) {
-        simd->forward_relu(in, ld, P, Q, bias, out, code);
-        continue;
-      }
-      auto cell = [&](int64_t h, int64_t w) {  // max(0, v + bias) as maxps(0, v) computes it
-        const float v = in[h * ld + w] + bias;
-        return 0.f > v ? 0.f : v;
-      };
-      for (int64_t p = 0; p < P; ++p)
-        for (int64_t q = 0; q < Q; ++q) {
-          uint32_t which;
-          const float m = max4(cell(2 * p, 2 * q), cell(2 * p, 2 * q + 1), cell(2 * p + 1, 2 * q),
-                               cell(2 * p + 1, 2 * q + 1), &which);
-          out[p * Q + q] = m;
-          if (code != nullptr) code[p * Q + q] = m > 0.f ? static_cast<float>(which) : 4.f;
-        }
-    }
+    for (int64_t i = begin; i < end; ++i)
+      simd->forward_relu(x + i * plane, ld, sh.g.out_h, sh.g.out_w,
+                         b != nullptr ? b[i % sh.C] : 0.f, y + i * PQ,
+                         codes != nullptr ? codes + i * PQ : nullptr);
   });
 }
 
@@ -266,9 +256,7 @@ void max_pool2x2_unpool(const Pool2dShape& sh, const float* codes, const float* 
 
 void max_pool2x2_unpool_rows(const Pool2dShape& sh, const float* codes, const float* dy, float* dx,
                              int64_t ld, int64_t plane) {
-  NC_CHECK(is_2x2_stride_2(sh), "max_pool2x2_unpool_rows: needs the 2x2 / stride 2 window");
-  NC_CHECK(ld >= sh.W && plane >= sh.H * ld, "max_pool2x2_unpool_rows: rows of ", ld,
-           " floats and planes of ", plane, " cannot hold ", sh.H, "x", sh.W, " planes");
+  check_rows("max_pool2x2_unpool_rows", sh, ld, plane);
   if (ld == sh.W && plane == sh.H * sh.W) {
     max_pool2x2_unpool(sh, codes, dy, dx);
     return;
