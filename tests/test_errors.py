@@ -283,3 +283,26 @@ def test_array_protocol_copies_when_asked_and_refuses_a_forbidden_copy():
     assert np.shares_memory(np.asarray(t), t.numpy())
     with pytest.raises(ValueError, match="copy=False"):
         np.asarray(t, dtype=np.float64, copy=False)
+
+
+def test_remembered_geometry_still_refuses_what_means_something_else():
+    # functional remembers each call's geometry; arguments equal to a remembered call's in Python
+    # (1 == True, 2 == 2.0) but wrong in meaning must still raise, every time.
+    x = np.ones((1, 2, 4, 4), np.float32)
+    w = np.ones((3, 2, 2, 2), np.float32)
+    for _ in range(2):
+        F.max_pool2d(x, 2, ceil_mode=True)
+        F.max_pool2d(x, [2, 2], stride=(2, 2))
+        F.conv2d(x, w, stride=1, padding="same", dilation=1)
+        with pytest.raises(TypeError, match="ceil_mode"):
+            F.max_pool2d(x, 2, ceil_mode=1)
+        with pytest.raises(TypeError, match="kernel_size"):
+            F.max_pool2d(x, 2.0)
+        with pytest.raises(TypeError, match="stride"):
+            F.conv2d(x, w, stride=True, padding="same")
+        with pytest.raises(TypeError, match="dilation"):
+            F.conv2d(x, w, dilation=1.0, padding="same")
+    # A list and a tuple of the same ints mean the same geometry.
+    np.testing.assert_array_equal(np.asarray(F.max_pool2d(x, [2, 2])), np.asarray(F.max_pool2d(x, (2, 2))))
+    # Another input size is another geometry.
+    assert F.max_pool2d(np.ones((1, 2, 6, 6), np.float32), 2).shape == (1, 2, 3, 3)

@@ -13,6 +13,11 @@ int& thread_count() {
 
 int get_num_threads() { return thread_count(); }
 
+int& serial_scopes() {
+  thread_local int depth = 0;
+  return depth;
+}
+
 void set_num_threads(int n) {
   NC_CHECK(n >= 1, "set_num_threads: n must be >= 1, got ", n);
   thread_count() = n;

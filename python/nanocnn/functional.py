@@ -163,6 +163,44 @@ class _Conv2dGeometry:
         return self.stride, self.padding, self.dilation, self.out_size
 
 
+# The geometry's native arguments, remembered per (op, shapes, arguments): working them out in
+# Python took 4-8 us a call, more than a batch-1 pooling or small convolution itself. Only
+# arguments made of exact ints, strings, None, bools and tuples or lists of those are remembered, so a key
+# equals another only when the arguments mean the same (1 and True are told apart); a call whose
+# arguments raise is never remembered, so it raises again.
+_GEOMETRY_CACHE: dict = {}
+_GEOMETRY_CACHE_SIZE = 512
+_UNKEYED = object()
+
+
+def _frozen(value):
+    kind = type(value)
+    if kind is int or kind is str or value is None:
+        return value
+    if kind is bool:
+        return (bool, value)
+    if kind is tuple or kind is list:
+        items = tuple(_frozen(v) for v in value)
+        if _UNKEYED not in items:
+            return items
+    return _UNKEYED
+
+
+def _geometry_args(cls, op, *params):
+    """cls(op, *params).args(), remembered (see _GEOMETRY_CACHE)."""
+    key = _frozen(params)
+    if key is _UNKEYED:
+        return cls(op, *params).args()
+    key = (cls, op, key)
+    args = _GEOMETRY_CACHE.get(key)
+    if args is None:
+        args = cls(op, *params).args()
+        if len(_GEOMETRY_CACHE) >= _GEOMETRY_CACHE_SIZE:
+            _GEOMETRY_CACHE.clear()
+        _GEOMETRY_CACHE[key] = args
+    return args
+
+
 def _conv_inputs(op, x, w):
     x = _as_tensor(op, "x", x)
     w = _as_tensor(op, "w", w)
@@ -192,8 +230,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, algo: str = "fast")
     _check_algo(op, algo)
     x, w = _conv_inputs(op, x, w)
     b = None if b is None else _as_tensor(op, "b", b)
-    g = _Conv2dGeometry(op, x.shape, w.shape, stride, padding, dilation)
-    return _C.conv2d(x, w, b, *g.args(), algo)
+    args = _geometry_args(_Conv2dGeometry, op, x.shape, w.shape, stride, padding, dilation)
+    return _C.conv2d(x, w, b, *args, algo)
 
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, *, algo: str = "fast"):
@@ -206,8 +244,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, *, algo: str = "f
     _check_algo(op, algo)
     x, w = _conv_inputs(op, x, w)
     dy = _as_tensor(op, "dy", dy)
-    g = _Conv2dGeometry(op, x.shape, w.shape, stride, padding, dilation)
-    return _C.conv2d_backward(dy, x, w, *g.args(), algo)
+    args = _geometry_args(_Conv2dGeometry, op, x.shape, w.shape, stride, padding, dilation)
+    return _C.conv2d_backward(dy, x, w, *args, algo)
 
 
 # ---- max pooling --------------------------------------------------------------------------------
@@ -275,8 +313,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *, algo:
     _check_algo(op, algo)
     x = _as_tensor(op, "x", x)
     _check_rank(op, "x", x, 4, "(N, C, H, W)")
-    g = _Pool2dGeometry(op, x.shape, kernel_size, stride, padding, ceil_mode)
-    return _C.max_pool2d(x, *g.args(), algo)
+    args = _geometry_args(_Pool2dGeometry, op, x.shape, kernel_size, stride, padding, ceil_mode)
+    return _C.max_pool2d(x, *args, algo)
 
 
 def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
@@ -291,8 +329,8 @@ def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, ceil_mode=Fa
     x = _as_tensor(op, "x", x)
     dy = _as_tensor(op, "dy", dy)
     _check_rank(op, "x", x, 4, "(N, C, H, W)")
-    g = _Pool2dGeometry(op, x.shape, kernel_size, stride, padding, ceil_mode)
-    return _C.max_pool2d_backward(dy, x, *g.args(), algo)
+    args = _geometry_args(_Pool2dGeometry, op, x.shape, kernel_size, stride, padding, ceil_mode)
+    return _C.max_pool2d_backward(dy, x, *args, algo)
 
 
 # ---- ReLU ---------------------------------------------------------------------------------------
