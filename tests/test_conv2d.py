@@ -60,6 +60,10 @@ CASES = [
     # sizes, on the flat grid and with shifted copies.
     ("k3_valid_odd_21x35", (2, 4, 21, 35), (6, 4, 3, 3), 1, "valid", 1, True),
     ("k3_same_18x18_copies", (1, 5, 18, 18), (7, 5, 3, 3), 1, "same", 1, False),
+    # Shifted copies padded as whole planes (row length dividing 16, or a multiple of it): four
+    # 4-wide rows to a vector, and 32-wide rows with two masks in turn.
+    ("k2_same_8x4_rows_share_vectors", (2, 3, 8, 4), (4, 3, 2, 2), 1, "same", 1, True),
+    ("k3_same_6x32_copies", (2, 3, 6, 32), (4, 3, 3, 3), 1, "same", 1, True),
 ]
 
 # The seed CIFAR network's convolutions (batch 64): fast path only, the reference is too slow.
