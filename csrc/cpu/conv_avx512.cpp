@@ -100,7 +100,11 @@ void pad_planes(const float* src, const float* mask, int64_t planes, int64_t src
       const int64_t n = rows * ld;
       const float* sp = s - pl;  // lane j of the span reads sp[j]
       const float* mp = m != nullptr ? m - pl : nullptr;
-      for (int64_t j = 0, v = 0; j < n; j += kVL, v = v + 1 == period ? 0 : v + 1) {
+      int64_t j = 0, v = 0;
+      for (; j + kVL <= n; j += kVL, v = v + 1 == period ? 0 : v + 1)
+        _mm512_storeu_ps(d + j, load_kept(sp + j, mp != nullptr ? mp + j : nullptr,
+                                          span_mask[v]));
+      if (j < n) {
         const __mmask16 all = lanes_below(n - j);
         _mm512_mask_storeu_ps(d + j, all, load_kept(sp + j, mp != nullptr ? mp + j : nullptr,
                                                      all & span_mask[v]));
