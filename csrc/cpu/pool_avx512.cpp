@@ -71,14 +71,17 @@ struct Winners {
   __mmask16 a, b, c, d;
 };
 
+// As a tree: (a, b) and (c, d) side by side, then the pairs' winners, two dependent steps
+// instead of three. The same winner as challenging a with b, c and d in turn (max4 in pool2d.cpp):
+// a later cell takes only when strictly greater or NaN, within a pair as between the pairs.
 inline Winners winners(const Cells& x) {
-  __m512 m = x.a;
-  const __mmask16 tb = challenge(x.b, &m);
-  const __mmask16 tc = challenge(x.c, &m);
-  const __mmask16 td = challenge(x.d, &m);
-  // winner d if td, else c if tc, else b if tb, else a
-  return Winners{m, static_cast<__mmask16>(~(tb | tc | td)),
-                 static_cast<__mmask16>(tb & ~tc & ~td), static_cast<__mmask16>(tc & ~td), td};
+  __m512 ab = x.a, cd = x.c;
+  const __mmask16 tb = challenge(x.b, &ab);
+  const __mmask16 td = challenge(x.d, &cd);
+  __m512 m = ab;
+  const __mmask16 t2 = challenge(cd, &m);
+  return Winners{m, static_cast<__mmask16>(~t2 & ~tb), static_cast<__mmask16>(~t2 & tb),
+                 static_cast<__mmask16>(t2 & ~td), static_cast<__mmask16>(t2 & td)};
 }
 
 // 0..3 for the winning cell, 4 where the maximum is not above 0 (NaN included).
