@@ -459,13 +459,16 @@ void dot_rect(const KernelSet& ks, const Problem& p, int64_t m0, int64_t m1, int
 // ~10 cycles per element of C on the final lane sum, so they win when K is long and C is thin:
 // packing then costs (M + N) K copies for few flops per copy, and the packed kernels waste part
 // of their MR x NR tile. Thresholds measured on Zen 5 (AVX-512 and AVX2 alike), e.g. 16x12x1024:
-// 183 vs 84 GFLOP/s, 64x10x500: 135 vs 84, 32x144x256: 176 vs 191 (packed kept).
+// 183 vs 84 GFLOP/s, 64x10x500: 135 vs 84, 32x144x256: 176 vs 191 (packed kept). On the Zen 4,
+// thin <= 64 from K = 1024 (the CIFAR dense layer's forward, 64 x 500 x 1024, 0.72 -> 0.65 ms on
+// one core; 64 x 2048 x 2048 -13%), not at K = 512 (64 x 512 x 512 +10%).
 // Decided from the whole problem, never from a thread's part of it: the two paths differ in
 // summation order, and results must not depend on the thread count.
 bool use_dot(const KernelSet& ks, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
   if (ks.dot_table == nullptr || trans_a || !trans_b) return false;
   const int64_t thin = std::min(M, N);
-  return (K >= 128 && N <= 8) || (K >= 256 && (N <= 24 || M <= 8)) || (K >= 512 && thin <= 32);
+  return (K >= 128 && N <= 8) || (K >= 256 && (N <= 24 || M <= 8)) || (K >= 512 && thin <= 32) ||
+         (K >= 1024 && thin <= 64);
 }
 
 // ---- splitting over threads ---------------------------------------------------------------------
