@@ -49,6 +49,12 @@ struct Cells {
 
 // The four cells of windows q0 .. q0 + n - 1 (n <= 16) of rows r0, r1; masked lanes read 0.
 inline Cells load_cells(const float* r0, const float* r1, int64_t q0, int64_t n) {
+  if (n >= 16) {  // all 16 windows: plain loads
+    const __m512 t0 = _mm512_loadu_ps(r0 + 2 * q0), t1 = _mm512_loadu_ps(r0 + 2 * q0 + 16);
+    const __m512 u0 = _mm512_loadu_ps(r1 + 2 * q0), u1 = _mm512_loadu_ps(r1 + 2 * q0 + 16);
+    return Cells{_mm512_permutex2var_ps(t0, even_lanes(), t1), _mm512_permutex2var_ps(t0, odd_lanes(), t1),
+                 _mm512_permutex2var_ps(u0, even_lanes(), u1), _mm512_permutex2var_ps(u0, odd_lanes(), u1)};
+  }
   const __mmask16 lo = lanes_below(2 * n), hi = lanes_below(2 * n - 16);
   const __m512 t0 = _mm512_maskz_loadu_ps(lo, r0 + 2 * q0);
   const __m512 t1 = _mm512_maskz_loadu_ps(hi, r0 + 2 * q0 + 16);
@@ -111,6 +117,13 @@ inline CellGrads route(const Winners& w, __m512 g) {
 
 // Writes windows q0 .. q0 + n - 1 of a row pair back as two rows (the inverse of load_cells).
 inline void store_rows(const CellGrads& g, float* o0, float* o1, int64_t q0, int64_t n) {
+  if (n >= 16) {  // all 16 windows: plain stores
+    _mm512_storeu_ps(o0 + 2 * q0, _mm512_permutex2var_ps(g.a, interleave_lo(), g.b));
+    _mm512_storeu_ps(o0 + 2 * q0 + 16, _mm512_permutex2var_ps(g.a, interleave_hi(), g.b));
+    _mm512_storeu_ps(o1 + 2 * q0, _mm512_permutex2var_ps(g.c, interleave_lo(), g.d));
+    _mm512_storeu_ps(o1 + 2 * q0 + 16, _mm512_permutex2var_ps(g.c, interleave_hi(), g.d));
+    return;
+  }
   const __mmask16 lo = lanes_below(2 * n), hi = lanes_below(2 * n - 16);
   _mm512_mask_storeu_ps(o0 + 2 * q0, lo, _mm512_permutex2var_ps(g.a, interleave_lo(), g.b));
   _mm512_mask_storeu_ps(o0 + 2 * q0 + 16, hi, _mm512_permutex2var_ps(g.a, interleave_hi(), g.b));
@@ -135,8 +148,13 @@ void forward_impl(const float* plane, int64_t W, int64_t P, int64_t Q, float bia
         x.d = _mm512_max_ps(zero, _mm512_add_ps(x.d, vb));
       }
       const Winners w = winners(x);
-      _mm512_mask_storeu_ps(out + p * Q + q0, keep, w.max);
-      if (codes != nullptr) _mm512_mask_storeu_ps(codes + p * Q + q0, keep, codes_of(w));
+      if (Q - q0 >= 16) {
+        _mm512_storeu_ps(out + p * Q + q0, w.max);
+        if (codes != nullptr) _mm512_storeu_ps(codes + p * Q + q0, codes_of(w));
+      } else {
+        _mm512_mask_storeu_ps(out + p * Q + q0, keep, w.max);
+        if (codes != nullptr) _mm512_mask_storeu_ps(codes + p * Q + q0, keep, codes_of(w));
+      }
     }
   }
 }
