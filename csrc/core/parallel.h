@@ -7,6 +7,7 @@
 //   - one parallel region per op call; work is split over batch / channels / output tiles;
 //   - never nest: code that may run inside a region (e.g. the GEMM) checks in_parallel() and
 //     runs on the calling thread;
+//   - an op too small for two threads runs whole on the calling thread (SerialScope);
 //   - results do not depend on the thread count (no reductions whose order changes with it);
 //   - an exception must never leave an OpenMP region (that terminates the process):
 //     parallel_for catches it in the thread and rethrows it on the caller's thread afterwards.
@@ -29,9 +30,9 @@ int& serial_scopes();
 inline bool in_parallel() { return omp_in_parallel() != 0 || serial_scopes() > 0; }
 
 // While one is alive, every parallel_for (and GEMM) on this thread runs inline. For an op too
-// small to repay a parallel region: opening one costs 1-4 us, and on a VM whose two cores share
-// no L3 each cache line one thread wrote and the other reads costs 0.1-0.3 us more. Measured on
-// the 2-core Zen 4: a batch-1 2x2 conv of ~1 MFLOP took 13-60 us on two threads, 10-17 on one.
+// small to repay a parallel region: opening one costs 1.5-4 us on the 2-core Zen 4 VM, and a
+// cache line written by one core and read by the other took 90-350 ns there (a round trip,
+// measured). A batch-1 2x2 conv of ~1 MFLOP took 13-60 us on two threads, 7-17 on one.
 class SerialScope {
  public:
   explicit SerialScope(bool active = true) : active_(active) {
@@ -49,7 +50,7 @@ class SerialScope {
 
 // Calls body(begin, end) on disjoint chunks that cover [0, total), one static chunk per thread.
 // Runs inline when the work is small (total * cost_per_item < ~32k operations), when only one
-// thread is configured, or when already inside a parallel region.
+// thread is configured, or when already inside a parallel region or a SerialScope.
 template <class Body>
 void parallel_for(int64_t total, int64_t cost_per_item, const Body& body) {
   if (total <= 0) return;

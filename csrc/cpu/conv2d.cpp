@@ -38,8 +38,10 @@
 // Cost: 2*N*K*CRS*PQ flops per GEMM direction; im2col moves CRS*PQ floats per image through a
 // per-thread scratch buffer (no allocation in steady state).
 //
-// Threads: with at least as many images as threads, images are split over threads; otherwise
-// images go one by one and the work inside each (GEMM, or the direct path's tiles) is parallel.
+// Threads: with at least as many images as threads, images are split over threads. With fewer
+// (batch 1), a layer under kMinParallelConvFlops runs on one thread; a larger one splits its
+// output channels over the threads (direct forward), or the work inside each image (GEMM, the
+// direct backward's tiles).
 // Determinism: dw is summed in a fixed number of image chunks (kWeightChunks, independent of the
 // thread count) reduced in chunk order, so results are bit-identical for any thread count.
 //
