@@ -303,6 +303,7 @@ def test_remembered_geometry_still_refuses_what_means_something_else():
         with pytest.raises(TypeError, match="dilation"):
             F.conv2d(x, w, dilation=1.0, padding="same")
     # A list and a tuple of the same ints mean the same geometry.
-    np.testing.assert_array_equal(np.asarray(F.max_pool2d(x, [2, 2])), np.asarray(F.max_pool2d(x, (2, 2))))
+    np.testing.assert_array_equal(np.asarray(F.max_pool2d(x, [2, 2])),
+                                  np.asarray(F.max_pool2d(x, (2, 2))))
     # Another input size is another geometry.
     assert F.max_pool2d(np.ones((1, 2, 6, 6), np.float32), 2).shape == (1, 2, 3, 3)

@@ -60,12 +60,15 @@ def test_conv2d_independent_of_thread_count(case, threads, rng):
 def test_conv2d_relu_pool_independent_of_thread_count(x_shape, w_shape, threads, rng):
     # Fewer images than threads: the output channels are split over the threads (batch 1 with
     # the pool read from the conv's grid; batch 2 at 3 threads with the packed pool).
-    x, w, b = nc.tensor(randn(rng, x_shape)), nc.tensor(randn(rng, w_shape, 0.2)), nc.tensor(randn(rng, w_shape[0]))
+    x, w = nc.tensor(randn(rng, x_shape)), nc.tensor(randn(rng, w_shape, 0.2))
+    b = nc.tensor(randn(rng, w_shape[0]))
     geometry = F._Conv2dGeometry("conv2d", x_shape, w_shape, 1, 1, 1).args()
     pooled, codes = nc._C.conv2d_relu_pool(x, w, b, *geometry, "fast")
     dp = nc.tensor(randn(rng, tuple(pooled.shape)))
-    _compare(threads, lambda: nc._C.conv2d_relu_pool(x, w, b, *geometry, "fast"), "conv2d_relu_pool")
-    _compare(threads, lambda: nc._C.conv2d_relu_pool_backward(dp, x, w, codes, *geometry, "fast", True),
+    _compare(threads, lambda: nc._C.conv2d_relu_pool(x, w, b, *geometry, "fast"),
+             "conv2d_relu_pool")
+    _compare(threads,
+             lambda: nc._C.conv2d_relu_pool_backward(dp, x, w, codes, *geometry, "fast", True),
              "conv2d_relu_pool_backward")
 
 

@@ -92,7 +92,7 @@ float lane_sum(const float* v, int64_t n) {
 
 // Fewer images than threads (a lone image, mostly) and under this many flops per direction: the
 // whole op runs on the calling thread (SerialScope). Measured on the 2-core Zen 4 at batch 1: the
-// CIFAR network's 2x2 convs (0.4-1 MFLOP) took 13-60 us on two threads against 10-17 on one;
+// CIFAR network's 2x2 convs (0.4-1 MFLOP) took 13-60 us on two threads against 7-17 on one;
 // 4 MFLOP gained 1.0-1.3x from the second thread, 19 MFLOP 1.6x.
 constexpr double kMinParallelConvFlops = 4.0e6;
 
@@ -325,10 +325,11 @@ void flatten_grads(const FlatConv& f, const ConvKernelSet& ks, const float* dy, 
   });
 }
 
-// y (K, P, Q) <- the outputs yf (K rows of L) without the dropped columns, plus b[k].
-void unflatten(const FlatConv& f, const ConvKernelSet& ks, const float* yf, const float* b,
-               bool relu, float* y) {
-  parallel_for(f.K, f.L, [&](int64_t begin, int64_t end) {
+// y (channels, P, Q) <- the outputs yf (channels rows of L) without the dropped columns, plus b[k]
+// (then ReLU).
+void unflatten(const FlatConv& f, const ConvKernelSet& ks, const float* yf, int64_t channels,
+               const float* b, bool relu, float* y) {
+  parallel_for(channels, f.L, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k)
       ks.crop_rows(yf + k * f.L, f.P, f.Wr, f.Q, b != nullptr ? b[k] : 0.f, relu,
                    y + k * f.P * f.Q);
@@ -415,7 +416,8 @@ void flat_weight_grads(const FlatConv& f, const ConvKernelSet& ks, int64_t image
       // tile -> (tap block, channel block, t-block within the tap block)
       const int64_t b = tile / (block * kb), in_block = tile - b * block * kb;
       const int64_t size = std::min(block, tb - b * block);
-      const int64_t k0 = in_block / size * ks.dot_mr, t0 = (b * block + in_block % size) * ks.dot_nc;
+      const int64_t k0 = in_block / size * ks.dot_mr;
+      const int64_t t0 = (b * block + in_block % size) * ks.dot_nc;
       const int64_t rows = std::min<int64_t>(ks.dot_mr, f.K - k0);
       const int64_t cols = std::min<int64_t>(ks.dot_nc, CRS - t0);
       ks.dw[(rows - 1) * ks.dot_nc + (cols - 1)](images, f.L, g + k0 * f.L, f.K * f.L, f.L, xs,
@@ -455,12 +457,9 @@ void direct_forward_part(const Conv2dShape& sh, const ConvKernelSet& ks, const F
       continue;
     }
     // y_n stays in a scratch buffer when only the pooled output (and the codes) are wanted.
-    float* y_n = y != nullptr ? y + (n * sh.K + k0) * PQ : thread_scratch(kScratchUnpooled, kn * PQ);
-    parallel_for(kn, f.L, [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k)
-        ks.crop_rows(yf + k * f.L, f.P, f.Wr, f.Q, b_part != nullptr ? b_part[k] : 0.f, relu,
-                     y_n + k * PQ);
-    });
+    float* y_n = y != nullptr ? y + (n * sh.K + k0) * PQ
+                              : thread_scratch(kScratchUnpooled, kn * PQ);
+    unflatten(f, ks, yf, kn, b_part, relu, y_n);
     if (pooled != nullptr) max_pool2x2_forward_codes(ps, y_n, pooled + at, codes_n);
   }
 }
@@ -541,7 +540,7 @@ void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const
           pad_image(fb, ks, dy + n * KPQ, mask, dyp);
         float* dxf = thread_scratch(kScratchFlatOutput, sh.C * fb.L);
         flat_conv(fb, ks, pwb, dyp, dxf);
-        unflatten(fb, ks, dxf, nullptr, false, dx + n * CHW);
+        unflatten(fb, ks, dxf, fb.K, nullptr, false, dx + n * CHW);
       }
     }
     const bool accumulate = g0 != n_begin;

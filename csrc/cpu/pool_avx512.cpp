@@ -49,19 +49,23 @@ struct Cells {
 
 // The four cells of windows q0 .. q0 + n - 1 (n <= 16) of rows r0, r1; masked lanes read 0.
 inline Cells load_cells(const float* r0, const float* r1, int64_t q0, int64_t n) {
+  __m512 t0, t1, u0, u1;
   if (n >= 16) {  // all 16 windows: plain loads
-    const __m512 t0 = _mm512_loadu_ps(r0 + 2 * q0), t1 = _mm512_loadu_ps(r0 + 2 * q0 + 16);
-    const __m512 u0 = _mm512_loadu_ps(r1 + 2 * q0), u1 = _mm512_loadu_ps(r1 + 2 * q0 + 16);
-    return Cells{_mm512_permutex2var_ps(t0, even_lanes(), t1), _mm512_permutex2var_ps(t0, odd_lanes(), t1),
-                 _mm512_permutex2var_ps(u0, even_lanes(), u1), _mm512_permutex2var_ps(u0, odd_lanes(), u1)};
+    t0 = _mm512_loadu_ps(r0 + 2 * q0);
+    t1 = _mm512_loadu_ps(r0 + 2 * q0 + 16);
+    u0 = _mm512_loadu_ps(r1 + 2 * q0);
+    u1 = _mm512_loadu_ps(r1 + 2 * q0 + 16);
+  } else {
+    const __mmask16 lo = lanes_below(2 * n), hi = lanes_below(2 * n - 16);
+    t0 = _mm512_maskz_loadu_ps(lo, r0 + 2 * q0);
+    t1 = _mm512_maskz_loadu_ps(hi, r0 + 2 * q0 + 16);
+    u0 = _mm512_maskz_loadu_ps(lo, r1 + 2 * q0);
+    u1 = _mm512_maskz_loadu_ps(hi, r1 + 2 * q0 + 16);
   }
-  const __mmask16 lo = lanes_below(2 * n), hi = lanes_below(2 * n - 16);
-  const __m512 t0 = _mm512_maskz_loadu_ps(lo, r0 + 2 * q0);
-  const __m512 t1 = _mm512_maskz_loadu_ps(hi, r0 + 2 * q0 + 16);
-  const __m512 u0 = _mm512_maskz_loadu_ps(lo, r1 + 2 * q0);
-  const __m512 u1 = _mm512_maskz_loadu_ps(hi, r1 + 2 * q0 + 16);
-  return Cells{_mm512_permutex2var_ps(t0, even_lanes(), t1), _mm512_permutex2var_ps(t0, odd_lanes(), t1),
-               _mm512_permutex2var_ps(u0, even_lanes(), u1), _mm512_permutex2var_ps(u0, odd_lanes(), u1)};
+  return Cells{_mm512_permutex2var_ps(t0, even_lanes(), t1),
+               _mm512_permutex2var_ps(t0, odd_lanes(), t1),
+               _mm512_permutex2var_ps(u0, even_lanes(), u1),
+               _mm512_permutex2var_ps(u0, odd_lanes(), u1)};
 }
 
 // take = v > m or v is NaN; then m = take ? v : m.

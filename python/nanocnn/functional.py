@@ -165,9 +165,9 @@ class _Conv2dGeometry:
 
 # The geometry's native arguments, remembered per (op, shapes, arguments): working them out in
 # Python took 4-8 us a call, more than a batch-1 pooling or small convolution itself. Only
-# arguments made of exact ints, strings, None, bools and tuples or lists of those are remembered, so a key
-# equals another only when the arguments mean the same (1 and True are told apart); a call whose
-# arguments raise is never remembered, so it raises again.
+# arguments made of exact ints, strings, None, bools and tuples or lists of those are
+# remembered, so a key equals another only when the arguments mean the same (1 and True are told
+# apart); a call whose arguments raise is never remembered, so it raises again.
 _GEOMETRY_CACHE: dict = {}
 _GEOMETRY_CACHE_SIZE = 512
 _UNKEYED = object()
