@@ -101,19 +101,6 @@ bool small_and_alone(const Conv2dShape& sh) {
   return sh.N < get_num_threads() && flops < kMinParallelConvFlops;
 }
 
-// Asks for n floats from p to be brought into L2 ahead of use (a hint; nothing on compilers
-// without the builtin). For the next image's input while this one is computed: the backward
-// pass reads images its forward pass wrote long before, from memory, and a plane or two per
-// image is too short for the hardware prefetcher to get ahead.
-void prefetch_floats(const float* p, int64_t n) {
-#if defined(__GNUC__)
-  for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 2);
-#else
-  (void)p;
-  (void)n;
-#endif
-}
-
 bool is_pointwise(const Conv2dShape& s) {
   const Conv2dGeometry& g = s.g;
   return s.R == 1 && s.S == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top == 0 &&
@@ -520,7 +507,6 @@ void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const
   for (int64_t g0 = n_begin; g0 < n_end; g0 += group) {
     const int64_t g1 = std::min(n_end, g0 + group);
     for (int64_t n = g0; n < g1; ++n) {
-      if (n + 1 < n_end) prefetch_floats(x + (n + 1) * CHW, CHW);
       const float* mask = relu_y != nullptr ? relu_y + n * KPQ : nullptr;
       float* g_n = gs + (n - g0) * sh.K * f.L;
       pad_image(f, ks, x + n * CHW, nullptr, xs + (n - g0) * f.image_floats);
