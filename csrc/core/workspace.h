@@ -16,7 +16,8 @@ enum ScratchSlot : int {
   kScratchWeightPartials = 1,  // conv2d backward: per-chunk partial weight gradients
   kScratchColumnGrads = 2,     // conv2d backward: gradient of the columns before col2im;
                                // direct: the output gradients of a chunk as flat rows
-  kScratchFlatOutput = 3,      // direct conv2d: one image's output on the flat padded grid
+  kScratchFlatOutput = 3,      // direct conv2d + pool: one image's output on the flat padded
+                               // grid, pooled from there
   kScratchPaddedGrads = 4,     // direct conv2d backward: one image's padded output gradient
   kScratchUnpooled = 5,        // conv2d + pool: one image's output before the pool (forward)
   kScratchPackedWeights = 6,   // direct conv2d: the weights packed for the forward tile (the

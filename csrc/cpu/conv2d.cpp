@@ -249,6 +249,10 @@ struct FlatConv {
   int64_t L;                // positions computed per channel: P * Wr rounded up to 16
   int64_t image_floats;     // all copies plus slack: the last tap's reads end at most S + 13
                             // floats past them
+  // Per 16-position vector of the grid: where its outputs start in the (P, Q) plane, and which
+  // of its lanes are outputs (q < Q, p < P). The forward tiles store through these (FwdOut).
+  std::vector<int64_t> out_at;
+  std::vector<uint16_t> out_keep;
 
   FlatConv(int64_t C_, int64_t H_, int64_t W_, int64_t pt_, int64_t pl_, int64_t K_, int64_t R_,
            int64_t S_, int64_t P_, int64_t Q_)
@@ -258,7 +262,35 @@ struct FlatConv {
     Wr = copies == 1 ? Wp : Q;
     L = round_up(P * Wr, 16);
     image_floats = round_up(copies * C * Hp * Wr + S + 16, 16);
+    map_outputs();
   }
+
+  void map_outputs() {
+    const int64_t vectors = L / 16, last = P * Wr;
+    out_at.resize(vectors);
+    out_keep.resize(vectors);
+    int64_t kept = 0, col = 0;  // col: the flat-row column of position 16 v
+    for (int64_t v = 0; v < vectors; ++v, col = (col + 16) % Wr) {
+      const int64_t i = 16 * v;
+      uint16_t keep = 0;
+      if (col + 16 <= Q && i + 16 <= last) {
+        keep = 0xFFFF;
+      } else {
+        for (int64_t l = 0, c = col; l < 16; ++l, c = c + 1 == Wr ? 0 : c + 1)
+          if (i + l < last && c < Q) keep |= static_cast<uint16_t>(1u << l);
+      }
+      out_at[v] = kept;
+      out_keep[v] = keep;
+      kept += __builtin_popcount(keep);
+    }
+  }
+
+  // The tiles' output: the (channels, P, Q) planes at y, plus bias (nullable) and ReLU.
+  conv_detail::FwdOut to_planes(float* y, const float* bias, bool relu) const {
+    return {y, P * Q, out_at.data(), out_keep.data(), L / 16, bias, relu};
+  }
+  // The tiles' output: the flat grid itself, rows of L at yf.
+  conv_detail::FwdOut to_grid(float* yf) const { return {yf, L, nullptr, nullptr, 0, nullptr, false}; }
 
   // Shifted copies when they save at least 5% of the tile work (measured: conv3 of the CIFAR net
   // at 8x8 computes 64 positions instead of 80, -8 to -10% time; 128->128 3x3 at 28x28 7% fewer,
@@ -312,17 +344,6 @@ void flatten_grads(const FlatConv& f, const ConvKernelSet& ks, const float* dy, 
   });
 }
 
-// y (channels, P, Q) <- the outputs yf (channels rows of L) without the dropped columns, plus b[k]
-// (then ReLU).
-void unflatten(const FlatConv& f, const ConvKernelSet& ks, const float* yf, int64_t channels,
-               const float* b, bool relu, float* y) {
-  parallel_for(channels, f.L, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k)
-      ks.crop_rows(yf + k * f.L, f.P, f.Wr, f.Q, b != nullptr ? b[k] : 0.f, relu,
-                   y + k * f.P * f.Q);
-  });
-}
-
 // The weights as the forward tile wants them: output channels dealt out in near-equal panels of
 // at most mr rows (16 -> 8 + 8, 64 -> 11 x 4 + 10 x 2), each packed kc x rows, t-major, and the
 // input offset of every reduction step t.
@@ -362,11 +383,11 @@ PackedWeights pack_weights(int64_t K, int64_t kc, int mr, const Weight& weight,
   return pw;
 }
 
-// yf (K rows of f.L) = the convolution of the padded image xp, tile by tile: 32 flat positions
-// (16 for an odd last one) by one weight panel. Parallel over position blocks when called
-// outside a parallel region.
+// The convolution of the padded image xp into `out` (its K channels, see FwdOut), tile by tile:
+// 32 flat positions (16 for an odd last one) by one weight panel. Parallel over position blocks
+// when called outside a parallel region.
 void flat_conv(const FlatConv& f, const ConvKernelSet& ks, const PackedWeights& pw,
-               const float* xp, float* yf) {
+               const float* xp, const conv_detail::FwdOut& out) {
   // Tiles in order (position block, panel): a thread's range shares the input rows of a block
   // across its panels, and a lone image (batch 1) still splits evenly over the threads.
   const int64_t blocks = (f.L + 31) / 32, panels = static_cast<int64_t>(pw.rows.size());
@@ -375,7 +396,7 @@ void flat_conv(const FlatConv& f, const ConvKernelSet& ks, const PackedWeights& 
       const int64_t i0 = tile / panels * 32, j = tile % panels;
       const int v = f.L - i0 >= 32 ? 2 : 1;
       ks.fwd[(pw.rows[j] - 1) * 2 + (v - 1)](pw.kc, pw.a + pw.start[j], xp + i0,
-                                             pw.off.data(), yf + pw.k0[j] * f.L + i0, f.L);
+                                             pw.off.data(), out, pw.k0[j], i0 / 16);
     }
   });
 }
@@ -432,21 +453,21 @@ void direct_forward_part(const Conv2dShape& sh, const ConvKernelSet& ks, const F
   for (int64_t n = n0; n < n1; ++n) {
     float* xp = thread_scratch(kScratchColumns, f.image_floats);
     pad_image(f, ks, x + n * sh.C * sh.H * sh.W, nullptr, xp);
-    float* yf = thread_scratch(kScratchFlatOutput, kn * f.L);
-    flat_conv(f, ks, pw, xp, yf);
     const int64_t at = (n * sh.K + k0) * PPQ;
     float* codes_n = codes != nullptr ? codes + at : nullptr;
     if (pooled != nullptr && y == nullptr && relu && ps.g.out_w >= 8) {
       // Only the pooled output is wanted: pool straight from the flat grid, with the bias and
-      // ReLU applied as the cells are read (no cropped copy of y). Narrower planes take the
+      // ReLU applied as the cells are read (y is never written). Narrower planes take the
       // packed pool below, 16 windows across rows.
+      float* yf = thread_scratch(kScratchFlatOutput, kn * f.L);
+      flat_conv(f, ks, pw, xp, f.to_grid(yf));
       max_pool2x2_forward_codes_relu(ps, yf, f.Wr, f.L, b_part, pooled + at, codes_n);
       continue;
     }
     // y_n stays in a scratch buffer when only the pooled output (and the codes) are wanted.
     float* y_n = y != nullptr ? y + (n * sh.K + k0) * PQ
                               : thread_scratch(kScratchUnpooled, kn * PQ);
-    unflatten(f, ks, yf, kn, b_part, relu, y_n);
+    flat_conv(f, ks, pw, xp, f.to_planes(y_n, b_part, relu));
     if (pooled != nullptr) max_pool2x2_forward_codes(ps, y_n, pooled + at, codes_n);
   }
 }
@@ -524,9 +545,7 @@ void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const
           pad_image(fb, ks, g_n, nullptr, dyp, f.L, f.Wr);
         else
           pad_image(fb, ks, dy + n * KPQ, mask, dyp);
-        float* dxf = thread_scratch(kScratchFlatOutput, sh.C * fb.L);
-        flat_conv(fb, ks, pwb, dyp, dxf);
-        unflatten(fb, ks, dxf, fb.K, nullptr, false, dx + n * CHW);
+        flat_conv(fb, ks, pwb, dyp, fb.to_planes(dx + n * CHW, nullptr, false));
       }
     }
     const bool accumulate = g0 != n_begin;

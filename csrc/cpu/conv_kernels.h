@@ -14,13 +14,30 @@
 
 namespace nanocnn::cpu::conv_detail {
 
+// Where a forward tile puts its outputs. Tile row i (output channel row0 + i) goes to the plane
+// at y + (row0 + i) * plane. The tile's vectors are the 16-position vectors v0, v0 + 1 of the
+// flat grid; vector v lands at y + at[v] of the plane, its lanes set in keep[v] packed together
+// in lane order (the grid's dropped columns, q >= Q, and the positions past its last row close
+// up, so the output is (P, Q) with no pass to crop it); at and keep have `vectors` entries.
+// at == nullptr: the flat grid itself, vector v at 16 v, every lane kept. Then bias[row0 + i] is
+// added (when bias is not null), and with relu max(0, .) taken (a NaN stays NaN).
+struct FwdOut {
+  float* y;
+  int64_t plane;
+  const int64_t* at;
+  const uint16_t* keep;
+  int64_t vectors;
+  const float* bias;
+  bool relu;
+};
+
 // Outer-product tile: rows x (16 * V) outputs, V in {1, 2}.
 //   acc[i][j] = sum over t = 0..kc-1, in this order, of a[t * rows + i] * b[off[t] + j]
-//   c[i * ldc + j] = acc[i][j]                       for i < rows <= mr, j < 16 * V
+// for i < rows <= mr, j < 16 * V, stored as `out` says (above), rows from row0, vectors from v0.
 // a: packed weights (kc x rows, t-major); b + off[t]: the shifted input row of reduction step t
-// (16 V readable floats). All 16 V columns are written (the caller's buffer has room).
-using FwdTile = void (*)(int64_t kc, const float* a, const float* b, const int64_t* off, float* c,
-                         int64_t ldc);
+// (16 V readable floats).
+using FwdTile = void (*)(int64_t kc, const float* a, const float* b, const int64_t* off,
+                         const FwdOut& out, int64_t row0, int64_t v0);
 
 // Dot-product tile for weight gradients: rows x cols sums over `images` images of `len` floats.
 //   dw[i * ldw + j] (+)= sum over images m, positions l < len of
@@ -36,13 +53,9 @@ using DwTile = void (*)(int64_t images, int64_t len, const float* g, int64_t g_i
 //             floats, then `rows` rows with row r, column j = (pl <= j < pl + w) ?
 //             src[c * src_plane + r * src_ld + j - pl] : 0, then zeros up to dst_plane floats.
 //             With a mask (laid out as src), src elements whose mask is not above 0 read as 0.
-//   CropRows: for r < rows: dst[r * q + j] = src[r * ld + j] + bias, j < q; then 0 when relu and
-//             the sum is not above 0
 using PadPlanes = void (*)(const float* src, const float* mask, int64_t planes, int64_t src_plane,
                            int64_t src_ld, int64_t rows, int64_t w, float* dst, int64_t dst_plane,
                            int64_t top, int64_t ld, int64_t pl);
-using CropRows = void (*)(const float* src, int64_t rows, int64_t ld, int64_t q, float bias,
-                          bool relu, float* dst);
 
 struct ConvKernelSet {
   const char* name;
@@ -51,7 +64,6 @@ struct ConvKernelSet {
   int dot_mr, dot_nc;     // most rows / columns of a weight-gradient tile
   const DwTile* dw;       // dw[(rows - 1) * dot_nc + (cols - 1)]
   PadPlanes pad_planes;
-  CropRows crop_rows;
 };
 
 // Defined in conv_avx512.cpp (x86-64 builds only); use only after checking the CPU.

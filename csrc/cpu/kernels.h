@@ -98,8 +98,8 @@ void max_pool2x2_unpool_rows(const Pool2dShape& s, const float* codes, const flo
                              int64_t ld, int64_t plane);
 // max_pool2x2_forward_codes of relu(x + b[c]) (b may be null: 0), read where a convolution left
 // it: plane i (channel i % C) starts at x + i * plane and has H rows of ld >= W floats. The bias
-// and ReLU are the same instructions as the direct convolution's output pass (conv_avx512.cpp
-// crop_rows), so this equals cropping first and pooling after, bit for bit, without the pass.
+// and ReLU are the same instructions as the direct convolution's tile stores (conv_avx512.cpp
+// fwd_tile), so this equals storing y first and pooling after, bit for bit, without y.
 // AVX-512 only, like that convolution (raises elsewhere).
 void max_pool2x2_forward_codes_relu(const Pool2dShape& s, const float* x, int64_t ld,
                                     int64_t plane, const float* b, float* y, float* codes);

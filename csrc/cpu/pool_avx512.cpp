@@ -145,7 +145,7 @@ void forward_impl(const float* plane, int64_t W, int64_t P, int64_t Q, float bia
     for (int64_t q0 = 0; q0 < Q; q0 += 16) {
       const __mmask16 keep = lanes_below(Q - q0);
       Cells x = load_cells(r0, r1, q0, Q - q0);
-      if (kReLU) {  // as crop_rows in conv_avx512.cpp: max(0, v + bias), a NaN stays NaN
+      if (kReLU) {  // as fwd_tile in conv_avx512.cpp: max(0, v + bias), a NaN stays NaN
         x.a = _mm512_max_ps(zero, _mm512_add_ps(x.a, vb));
         x.b = _mm512_max_ps(zero, _mm512_add_ps(x.b, vb));
         x.c = _mm512_max_ps(zero, _mm512_add_ps(x.c, vb));

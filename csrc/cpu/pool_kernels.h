@@ -17,8 +17,8 @@ namespace nanocnn::cpu::pool_detail {
 using Pool2x2Forward = void (*)(const float* plane, int64_t W, int64_t P, int64_t Q, float* out,
                                 float* codes);
 // The forward pass (with codes) over max(0, cell + bias) instead of the cells: the direct
-// convolution's bias and ReLU, with the same two instructions as its crop_rows, so the result is
-// bit-identical to cropping first and pooling after.
+// convolution's bias and ReLU, with the same two instructions as its tile stores, so the result
+// is bit-identical to storing the conv's output first and pooling after.
 using Pool2x2ForwardReLU = void (*)(const float* plane, int64_t W, int64_t P, int64_t Q,
                                     float bias, float* out, float* codes);
 using Pool2x2Backward = void (*)(const float* plane, const float* grad, int64_t W, int64_t P,
