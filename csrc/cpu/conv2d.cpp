@@ -711,14 +711,11 @@ void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* 
   const int64_t reduced = direct ? KCRS + sh.K : KCRS;
   if (chunks > 1) {
     parallel_for(reduced, chunks, [&](int64_t begin, int64_t end) {
+      const int64_t split = std::clamp(KCRS, begin, end);  // [begin, split) in dw, the rest db
       for (int64_t j = 1; j < chunks; ++j) {
         const float* part = dw_of_chunk(j);
-        for (int64_t i = begin; i < end; ++i) {
-          if (i < KCRS)
-            dw[i] += part[i];
-          else
-            db[i - KCRS] += part[i];
-        }
+        for (int64_t i = begin; i < split; ++i) dw[i] += part[i];
+        for (int64_t i = split; i < end; ++i) db[i - KCRS] += part[i];
       }
     });
   }
