@@ -11,7 +11,8 @@
 //    i + off(c,r,s) of the buffer, off = c*Hp*Wp + r*Wp + s. A row of outputs is thus a GEMM with
 //    the packed weights as A and *shifted rows of the padded image* as B.
 //      forward      yf (K, L) = w (K, CRS) @ [xp shifted by off(t)]_t,   L = P*Wp
-//                   then y[k,p,q] = yf[k, p*Wp + q] + b[k] (ReLU)   (columns q >= Q dropped)
+//                   stored as y[k,p,q] = yf[k, p*Wp + q] + b[k] (ReLU) by the tiles themselves
+//                   (columns q >= Q dropped in registers, FwdOut in conv_kernels.h)
 //      input grad   the same kernel on the padded dy: dx = conv(dy padded by (R-1-pt, S-1-pl),
 //                   w flipped and transposed to (C, K, R, S))
 //      weight grad  dw[k, t] = sum_n sum_i g_n[k, i] * xp_n[i + off(t)], with g_n = dy_n on the
@@ -23,7 +24,7 @@
 //    image; the micro-kernels run at the GEMM's speed (the same 12 x 32 register tile), and small
 //    layers (the seed networks' 2x2 convs, a K=12 reduction for conv1) no longer pay for writing
 //    and re-reading an im2col matrix, which cost as much as their arithmetic (bench/results).
-//    Fusions: bias + ReLU in the output pass, ReLU backward in the copies of dy, and a following
+//    Fusions: bias + ReLU in the tiles' stores, ReLU backward in the copies of dy, and a following
 //    2x2 max pool (conv2d_relu_pool in ops.h) image by image while the output is in cache.
 //
 // 2. im2col + GEMM (everything else: strides, dilation, CPUs without AVX-512), one image at a
@@ -290,7 +291,9 @@ struct FlatConv {
     return {y, P * Q, out_at.data(), out_keep.data(), L / 16, bias, relu};
   }
   // The tiles' output: the flat grid itself, rows of L at yf.
-  conv_detail::FwdOut to_grid(float* yf) const { return {yf, L, nullptr, nullptr, 0, nullptr, false}; }
+  conv_detail::FwdOut to_grid(float* yf) const {
+    return {yf, L, nullptr, nullptr, 0, nullptr, false};
+  }
 
   // Shifted copies when they save at least 5% of the tile work (measured: conv3 of the CIFAR net
   // at 8x8 computes 64 positions instead of 80, -8 to -10% time; 128->128 3x3 at 28x28 7% fewer,
