@@ -87,6 +87,7 @@ void fwd_tile(int64_t kc, const float* __restrict a, const float* __restrict b,
   }
 }
 
+// Reads src (and the mask) only on the lanes it keeps: masked loads never touch memory outside.
 inline __m512 load_kept(const float* src, const float* mask, __mmask16 m) {
   const __m512 v = _mm512_maskz_loadu_ps(m, src);
   if (mask == nullptr) return v;
