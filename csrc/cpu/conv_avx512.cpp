@@ -68,7 +68,10 @@ void fwd_tile(int64_t kc, const float* __restrict a, const float* __restrict b,
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
       __m512 r = acc[i][v];
-      if (out.bias != nullptr) r = _mm512_add_ps(r, _mm512_set1_ps(out.bias[row0 + i]));
+      // With ReLU the bias is added even when it is 0, as the pool over the flat grid does
+      // (max_pool2x2_forward_codes_relu): -0 + 0 is +0, so the two agree to the bit.
+      if (out.bias != nullptr || out.relu)
+        r = _mm512_add_ps(r, _mm512_set1_ps(out.bias != nullptr ? out.bias[row0 + i] : 0.f));
       if (out.relu) r = _mm512_max_ps(zero, r);  // NaN stays NaN
       if (keep == 0xFFFF)
         _mm512_storeu_ps(y + i * out.plane, r);
