@@ -251,7 +251,8 @@ struct FlatConv {
   int64_t image_floats;     // all copies plus slack: the last tap's reads end at most S + 13
                             // floats past them
   // Per 16-position vector of the grid: where its outputs start in the (P, Q) plane, and which
-  // of its lanes are outputs (q < Q, p < P). The forward tiles store through these (FwdOut).
+  // of its lanes are outputs (q < Q, p < P). The forward tiles store through these (FwdOut), and
+  // the weight-gradient tiles read x on the kept lanes only (DwTile).
   std::vector<int64_t> out_at;
   std::vector<uint16_t> out_keep;
 
@@ -432,8 +433,8 @@ void flat_weight_grads(const FlatConv& f, const ConvKernelSet& ks, int64_t image
       const int64_t rows = std::min<int64_t>(ks.dot_mr, f.K - k0);
       const int64_t cols = std::min<int64_t>(ks.dot_nc, CRS - t0);
       ks.dw[(rows - 1) * ks.dot_nc + (cols - 1)](images, f.L, g + k0 * f.L, f.K * f.L, f.L, xs,
-                                                 f.image_floats, off + t0, dw + k0 * CRS + t0,
-                                                 CRS, accumulate);
+                                                 f.image_floats, off + t0, f.out_keep.data(),
+                                                 dw + k0 * CRS + t0, CRS, accumulate);
     }
   });
 }

@@ -162,11 +162,13 @@ void pad_planes(const float* src, const float* mask, int64_t planes, int64_t src
   }
 }
 
-template <int R, int J>
-void dw_tile(int64_t images, int64_t len, const float* __restrict g, int64_t g_img, int64_t g_row,
-             const float* __restrict x, int64_t x_img, const int64_t* __restrict off,
-             float* __restrict dw, int64_t ldw, bool accumulate) {
-  __m512 acc[R][J];
+// acc[i][j] = per-lane sums of g row i times x shifted by off[j], over all images (DwTile);
+// with Masked, only the lanes keep marks take part.
+template <int R, int J, bool Masked>
+inline __attribute__((always_inline)) void dw_sums(
+    __m512 (&acc)[R][J], int64_t images, int64_t len, const float* __restrict g, int64_t g_img,
+    int64_t g_row, const float* __restrict x, int64_t x_img, const int64_t* __restrict off,
+    const uint16_t* __restrict keep) {
 #pragma GCC unroll 4
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 6
@@ -175,6 +177,7 @@ void dw_tile(int64_t images, int64_t len, const float* __restrict g, int64_t g_i
     const float* gm = g + m * g_img;
     const float* xm = x + m * x_img;
     for (int64_t l = 0; l < len; l += kVL) {
+      const __mmask16 k = Masked ? keep[l / kVL] : static_cast<__mmask16>(0xFFFF);
       __m512 gv[R];
 #pragma GCC unroll 4
       for (int i = 0; i < R; ++i) gv[i] = _mm512_loadu_ps(gm + i * g_row + l);
@@ -182,10 +185,32 @@ void dw_tile(int64_t images, int64_t len, const float* __restrict g, int64_t g_i
       for (int j = 0; j < J; ++j) {
         const __m512 xv = _mm512_loadu_ps(xm + off[j] + l);
 #pragma GCC unroll 4
-        for (int i = 0; i < R; ++i) acc[i][j] = _mm512_fmadd_ps(gv[i], xv, acc[i][j]);
+        for (int i = 0; i < R; ++i)
+          acc[i][j] = Masked ? _mm512_mask3_fmadd_ps(gv[i], xv, acc[i][j], k)
+                             : _mm512_fmadd_ps(gv[i], xv, acc[i][j]);
       }
     }
   }
+}
+
+// The lanes off the outputs hold g = 0, so there each product is 0 (x finite) or NaN (x inf or
+// NaN): sums taken over every lane equal the kept-lane sums (up to the sign of a zero) unless a
+// lane came out NaN. So the tile sums every lane, and only then, rarely, again with the mask
+// (which cost 2-4% when always on: cats-vs-dogs 16->32 3x3 @74 backward at batch 32, one core,
+// 31.3 -> 32.2 ms).
+template <int R, int J>
+void dw_tile(int64_t images, int64_t len, const float* __restrict g, int64_t g_img, int64_t g_row,
+             const float* __restrict x, int64_t x_img, const int64_t* __restrict off,
+             const uint16_t* __restrict keep, float* __restrict dw, int64_t ldw,
+             bool accumulate) {
+  __m512 acc[R][J];
+  dw_sums<R, J, false>(acc, images, len, g, g_img, g_row, x, x_img, off, keep);
+  __mmask16 nan = 0;
+#pragma GCC unroll 4
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 6
+    for (int j = 0; j < J; ++j) nan |= _mm512_cmp_ps_mask(acc[i][j], acc[i][j], _CMP_UNORD_Q);
+  if (nan != 0) dw_sums<R, J, true>(acc, images, len, g, g_img, g_row, x, x_img, off, keep);
 #pragma GCC unroll 4
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 6

@@ -40,13 +40,16 @@ using FwdTile = void (*)(int64_t kc, const float* a, const float* b, const int64
                          const FwdOut& out, int64_t row0, int64_t v0);
 
 // Dot-product tile for weight gradients: rows x cols sums over `images` images of `len` floats.
-//   dw[i * ldw + j] (+)= sum over images m, positions l < len of
+//   dw[i * ldw + j] (+)= sum over images m, positions l < len with bit l % 16 of keep[l / 16] of
 //                        g[m * g_img + i * g_row + l] * x[m * x_img + off[j] + l]
 // for i < rows <= dot_mr, j < cols <= dot_nc. len is a multiple of 16; each lane accumulates its
-// positions in order over all images, then the lanes are added in a fixed tree.
+// positions in order over all images, then the lanes are added in a fixed tree. keep marks the
+// grid's output positions (FlatConv::out_keep): g is zero elsewhere, but x there is whatever the
+// shifted row reaches (the next row's first columns, the next plane), and 0 * NaN is NaN, so the
+// x lanes off the outputs are not read at all.
 using DwTile = void (*)(int64_t images, int64_t len, const float* g, int64_t g_img, int64_t g_row,
-                        const float* x, int64_t x_img, const int64_t* off, float* dw, int64_t ldw,
-                        bool accumulate);
+                        const float* x, int64_t x_img, const int64_t* off, const uint16_t* keep,
+                        float* dw, int64_t ldw, bool accumulate);
 
 // Copies around the tiles (16 lanes at a time, masked at the edges):
 //   PadPlanes: for each plane c < planes, dst + c * dst_plane receives `top` zero rows of ld
