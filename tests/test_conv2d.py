@@ -285,6 +285,42 @@ def test_conv2d_nan_propagates_to_the_outputs_it_touches(stride, padding, dilati
     assert_close(dx, dx_t, "conv2d_backward", dx_m)
 
 
+EDGE_NAN_CASES = [
+    ("k3_valid_odd_21x35", (3, 4, 21, 35), 3, 0),
+    ("cats_conv3_k3_valid_36", (4, 32, 36, 36), 3, 0),
+    ("k3_same_18x18_copies", (2, 5, 18, 18), 3, "same"),
+    ("cifar_k2_same_32", (3, 3, 32, 32), 2, "same"),
+]
+
+
+@pytest.mark.parametrize("case", EDGE_NAN_CASES, ids=_ids(EDGE_NAN_CASES))
+def test_conv2d_nan_at_row_and_image_edges_stays_put(case, device, rng):
+    """The direct path reads shifted rows: the grid columns it drops read the next row's first
+    floats, the last vector of an image the next image's (a valid convolution reads its images
+    in place, input_grid in conv2d.cpp). NaN put exactly there must reach only the outputs and
+    weight gradients torch says: the dropped lanes are never stored, and the weight-gradient
+    tiles do not read them (0 * NaN would be NaN)."""
+    _, shape, k, padding = case
+    x = randn(rng, shape)
+    w = randn(rng, (6, shape[1], k, k))
+    b = randn(rng, (6,))
+    x[1:, 0, 0, :2] = np.nan  # the first floats of every image but the first
+    x[0, shape[1] - 1, 7, 0] = np.nan  # column 0 of a row: the previous row's drops read it
+    xn, wn, bn = (nc.tensor(a, device=device) for a in (x, w, b))
+    y = F.conv2d(xn, wn, bn, padding=padding)
+    dy = randn(rng, tuple(y.shape))
+    expected, dx_t, dw_t, db_t = torch_conv2d(x, w, b, 1, padding, 1, dy)
+    assert_close(y, expected, "conv2d", conv2d_magnitude(x, w, b, 1, padding))
+    dx, dw, db = F.conv2d_backward(nc.tensor(dy, device=device), xn, wn, padding=padding)
+    np.testing.assert_array_equal(np.isnan(host(dw)), np.isnan(dw_t))
+    assert not np.isnan(host(dx)).any() and not np.isnan(host(db)).any()
+    geometry = F._Conv2dGeometry("conv2d", x.shape, w.shape, 1, padding, 1).args()
+    pooled, _ = nc._C.conv2d_relu_pool(xn, wn, bn, *geometry, "fast")
+    relu = np.where(np.isnan(expected), np.nan, np.maximum(expected, 0))
+    pooled_t = host(TF.max_pool2d(torch.tensor(relu), 2))
+    np.testing.assert_array_equal(np.isnan(host(pooled)), np.isnan(pooled_t))
+
+
 # ---- the CPU's two algorithms, and the fused ReLU / skipped input gradient ----------------------
 # On an AVX-512 CPU, stride-1 undilated convolutions take the direct path (conv2d.cpp); forcing
 # another ISA sends them through im2col + GEMM, which other CPUs use, so both are checked here.
