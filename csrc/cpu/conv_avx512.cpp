@@ -204,20 +204,28 @@ void dw_tile(int64_t images, int64_t len, const float* __restrict g, int64_t g_i
              const uint16_t* __restrict keep, float* __restrict dw, int64_t ldw,
              bool accumulate) {
   __m512 acc[R][J];
+  float sum[R][J];
+  auto lane_sums = [&] {  // sum[i][j] = the lanes of acc[i][j] added; true if one is NaN
+    bool nan = false;
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 6
+      for (int j = 0; j < J; ++j) {
+        sum[i][j] = _mm512_reduce_add_ps(acc[i][j]);
+        nan |= sum[i][j] != sum[i][j];
+      }
+    return nan;
+  };
   dw_sums<R, J, false>(acc, images, len, g, g_img, g_row, x, x_img, off, keep);
-  __mmask16 nan = 0;
+  if (lane_sums()) {
+    dw_sums<R, J, true>(acc, images, len, g, g_img, g_row, x, x_img, off, keep);
+    lane_sums();
+  }
 #pragma GCC unroll 4
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 6
-    for (int j = 0; j < J; ++j) nan |= _mm512_cmp_ps_mask(acc[i][j], acc[i][j], _CMP_UNORD_Q);
-  if (nan != 0) dw_sums<R, J, true>(acc, images, len, g, g_img, g_row, x, x_img, off, keep);
-#pragma GCC unroll 4
-  for (int i = 0; i < R; ++i)
-#pragma GCC unroll 6
-    for (int j = 0; j < J; ++j) {
-      const float s = _mm512_reduce_add_ps(acc[i][j]);
-      dw[i * ldw + j] = accumulate ? dw[i * ldw + j] + s : s;
-    }
+    for (int j = 0; j < J; ++j)
+      dw[i * ldw + j] = accumulate ? dw[i * ldw + j] + sum[i][j] : sum[i][j];
 }
 
 constexpr FwdTile kFwd[kMR * 2] = {
