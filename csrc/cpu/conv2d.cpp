@@ -252,7 +252,7 @@ struct FlatConv {
                             // floats past them
   // Per 16-position vector of the grid: where its outputs start in the (P, Q) plane, and which
   // of its lanes are outputs (q < Q, p < P). The forward tiles store through these (FwdOut), and
-  // the weight-gradient tiles read x on the kept lanes only (DwTile).
+  // the weight-gradient tiles count only the kept lanes (DwTile).
   std::vector<int64_t> out_at;
   std::vector<uint16_t> out_keep;
 
@@ -306,9 +306,11 @@ struct FlatConv {
     if (S == 1) return 1;
     const int64_t flat = round_up(P * Wp, 16), shifted = round_up(P * Q, 16);
     const bool fits = S * C * Hp * Q * int64_t{sizeof(float)} <= (int64_t{4} << 20);
-    const bool valid = Hp == H && Wp == W;
-    return fits && (valid ? 10 * shifted <= 9 * flat : 20 * shifted <= 19 * flat) ? S : 1;
+    return fits && (valid() ? 10 * shifted <= 9 * flat : 20 * shifted <= 19 * flat) ? S : 1;
   }
+
+  // No padding: the padded image is the image itself.
+  bool valid() const { return Hp == H && Wp == W; }
 
   int64_t tap(int64_t c, int64_t r, int64_t s) const {
     return copies == 1 ? (c * Hp + r) * Wp + s : ((s * C + c) * Hp + r) * Q;
@@ -458,8 +460,7 @@ FlatConv forward_grid(const Conv2dShape& sh) {
 const float* input_grid(const Conv2dShape& sh, const FlatConv& f, const ConvKernelSet& ks,
                         const float* x, int64_t n) {
   const int64_t CHW = sh.C * sh.H * sh.W;
-  const bool in_place = f.copies == 1 && f.Hp == sh.H && f.Wp == sh.W && f.pt == 0 &&
-                        f.pl == 0 && n * CHW + f.image_floats <= sh.N * CHW;
+  const bool in_place = f.copies == 1 && f.valid() && n * CHW + f.image_floats <= sh.N * CHW;
   if (in_place) return x + n * CHW;
   float* xp = thread_scratch(kScratchColumns, f.image_floats);
   pad_image(f, ks, x + n * CHW, nullptr, xp);

@@ -45,8 +45,8 @@ using FwdTile = void (*)(int64_t kc, const float* a, const float* b, const int64
 // for i < rows <= dot_mr, j < cols <= dot_nc. len is a multiple of 16; each lane accumulates its
 // positions in order over all images, then the lanes are added in a fixed tree. keep marks the
 // grid's output positions (FlatConv::out_keep): g is zero elsewhere, but x there is whatever the
-// shifted row reaches (the next row's first columns, the next plane), and 0 * NaN is NaN, so the
-// x lanes off the outputs are not read at all.
+// shifted row reaches (the next row's first columns, the next plane), and 0 * NaN is NaN, so
+// those positions must not count (up to the sign of a zero sum, counting them as 0 is the same).
 using DwTile = void (*)(int64_t images, int64_t len, const float* g, int64_t g_img, int64_t g_row,
                         const float* x, int64_t x_img, const int64_t* off, const uint16_t* keep,
                         float* dw, int64_t ldw, bool accumulate);
