@@ -23,11 +23,16 @@ CASES = [
     ("3d_2x3x5_to_4", (2, 3, 5), 4, True),
     ("4d_4x1x2x7_to_3", (4, 1, 2, 7), 3, False),
     ("1d_single_sample_9_to_5", (9,), 5, True),
+    # Batches of at most 4 take the one-sweep backward (dense.cpp), in blocks of 128 output rows:
+    # several blocks, an input width that is no multiple of 16, a last block of 45 / 2 rows.
+    ("batch2_37_to_301_row_blocks", (2, 37), 301, True),
+    ("batch4_1000_to_130_row_blocks", (4, 1000), 130, False),
 ]
 
 CIFAR_CASES = [
     ("cifar_dense1_64x1024_to_500", (64, 1024), 500, True),
     ("cifar_dense2_64x500_to_10", (64, 500), 10, True),
+    ("cifar_dense1_batch1_1024_to_500", (1, 1024), 500, True),
 ]
 
 

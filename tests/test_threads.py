@@ -73,8 +73,9 @@ def test_conv2d_relu_pool_independent_of_thread_count(x_shape, w_shape, threads,
 
 
 @pytest.mark.parametrize(
-    "n,fan_in,out", [(70, 300, 33), (64, 1024, 500), (1, 257, 129), (3000, 17, 12)],
-    ids=["70x300_to_33", "cifar_dense1", "batch1", "tall_3000x17"],
+    "n,fan_in,out",
+    [(70, 300, 33), (64, 1024, 500), (1, 257, 129), (3, 1001, 517), (3000, 17, 12)],
+    ids=["70x300_to_33", "cifar_dense1", "batch1", "batch3_five_row_blocks", "tall_3000x17"],
 )
 def test_linear_independent_of_thread_count(n, fan_in, out, threads, rng):
     x, w, b = nc.tensor(randn(rng, (n, fan_in))), nc.tensor(randn(rng, (out, fan_in))), nc.tensor(randn(rng, out))

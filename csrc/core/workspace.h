@@ -22,7 +22,9 @@ enum ScratchSlot : int {
   kScratchUnpooled = 5,        // conv2d + pool: one image's output before the pool (forward)
   kScratchPackedWeights = 6,   // direct conv2d: the weights packed for the forward tile (the
                                // calling thread's, read by all threads during the op)
-  kScratchSlots = 7,
+  kScratchDensePartials = 7,   // dense backward at a small batch: the input gradient's partial
+                               // sums over blocks of output rows (the calling thread's)
+  kScratchSlots = 8,
 };
 
 // A 64-byte-aligned buffer of at least `count` floats, owned by the calling thread.
