@@ -1,4 +1,4 @@
-// dense.cpp: the fully connected layer on the CPU, as three GEMMs.
+// dense.cpp: the fully connected layer on the CPU, as GEMMs (a small batch's backward: one sweep).
 // Layout: x is (N,in), w is (out,in) (PyTorch's layout), b is (out), y is (N,out).
 //   forward:  y  (N, out) = x (N, in) @ w^T (in, out) + b
 //   backward: dx (N, in)  = dy (N, out) @ w (out, in)
@@ -15,9 +15,10 @@
 // threads; block b > 0 sums its part of dx into its own buffer, added to dx in block order at the
 // end, so the result does not depend on the thread count. Cutting w's columns instead (no partial
 // sums) ran two threads slower than one (1024 -> 500 at batch 1: 0.08-0.10 ms against 0.055),
-// most likely because each thread's 2 KiB of every 4 KiB row of w and dw sits next to the other's and
-// the lines the prefetchers pull across the border bounce between the cores. Measured on the 2-core
-// Zen 4 (`F.linear_backward`, median of 500-1000 calls, ms), two GEMMs -> one sweep:
+// most likely because each thread's 2 KiB of every 4 KiB row of w and dw lies next to the
+// other's, and the lines the prefetchers pull across the border bounce between the cores.
+// Measured on the 2-core Zen 4 (`F.linear_backward`, median of 500-1000 calls, ms), two GEMMs ->
+// one sweep:
 //   1024 -> 500, batch 1:   one thread 0.144 -> 0.055, two 0.111 -> 0.032
 //   1024 -> 500, batch 4:   one thread 0.165 -> 0.090, two 0.087 -> 0.052
 //   18496 -> 512, batch 1:  one thread 5.7 -> 2.4,     two 4.2 -> 1.55
