@@ -55,8 +55,10 @@
 //  - Winograd F(2,3): not done: 3x3 only (the CIFAR network is 2x2), other rounding, and the 3x3
 //    layers are already at 0.9-1.0x oneDNN from batch 32 up.
 //  - Tried and dropped, A/B in one session: the forward tile's reduction cut into 48-tap steps so
-//    that a position block's input rows stay in L1 (128->128 @28, one core: 110 -> 101 GFLOP/s),
-//    and one transposing tree for the 24 lane sums of a weight-gradient tile (1-2% at 8x8).
+//    that a position block's input rows stay in L1 (128->128 @28, one core: 110 -> 101 GFLOP/s).
+//  - One shuffle tree for the 24 lane sums of a weight-gradient tile (lane_sums16 in
+//    conv_avx512.cpp) won 1-2% at 8x8, where a tile sums many images, but 10-15% of a batch-1
+//    backward at 14x14-16x16, where it sums a single image of 256 positions, so it stays.
 #include <algorithm>
 #include <cstring>
 #include <functional>
