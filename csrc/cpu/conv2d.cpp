@@ -369,14 +369,13 @@ struct PackedWeights {
   std::vector<int64_t> off, k0, rows, start;  // off per step; k0, rows, start per panel
 };
 
-// Packs the K x kc weights whose element (k, t) is w[k * row_stride + at[t]], with step t reading
-// its input at offset off[t]. (A table of where each step's weight sits, rather than a function
-// of (k, t): the input gradient's flipped, transposed kernel took three integer divisions per
-// element, 6% of a 128->128 3x3 @16 backward at batch 1.)
-PackedWeights pack_weights(int64_t K, int mr, const float* w, int64_t row_stride,
-                           const std::vector<int64_t>& at, std::vector<int64_t> off) {
+// Packs K x kc weights, step t reading its input at offset off[t]: panel by panel, fill(k0, rows,
+// dst) writing rows k0 .. k0 + rows - 1 (kc x rows, t-major) to dst, with the kernel set's
+// transposing pack_block.
+template <class Fill>
+PackedWeights pack_weights(int64_t K, int mr, std::vector<int64_t> off, const Fill& fill) {
   PackedWeights pw;
-  const int64_t kc = static_cast<int64_t>(at.size());
+  const int64_t kc = static_cast<int64_t>(off.size());
   pw.kc = kc;
   pw.a = thread_scratch(kScratchPackedWeights, K * kc);
   pw.off = std::move(off);
@@ -392,13 +391,7 @@ PackedWeights pack_weights(int64_t K, int mr, const float* w, int64_t row_stride
   // Split over threads: at batch 1 a large layer's packing (256 x 2304 floats) otherwise takes
   // as long as the convolution itself.
   parallel_for(panels, kc * mr, [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; ++j) {
-      float* a = pw.a + pw.start[j];
-      const float* wj = w + pw.k0[j] * row_stride;
-      const int64_t rows = pw.rows[j];
-      for (int64_t t = 0; t < kc; ++t)
-        for (int64_t i = 0; i < rows; ++i) a[t * rows + i] = wj[i * row_stride + at[t]];
-    }
+    for (int64_t j = begin; j < end; ++j) fill(pw.k0[j], pw.rows[j], pw.a + pw.start[j]);
   });
   return pw;
 }
@@ -513,12 +506,13 @@ void direct_forward_part(const Conv2dShape& sh, const ConvKernelSet& ks, const F
 PackedWeights pack_forward_weights(const Conv2dShape& sh, const ConvKernelSet& ks,
                                    const FlatConv& f, const float* w, int64_t k0, int64_t k1) {
   const int64_t CRS = sh.C * sh.R * sh.S;
-  std::vector<int64_t> at(CRS), off(CRS);
-  for (int64_t t = 0; t < CRS; ++t) {
-    at[t] = t;
-    off[t] = f.tap(t / (sh.R * sh.S), t / sh.S % sh.R, t % sh.S);
-  }
-  return pack_weights(k1 - k0, ks.mr, w + k0 * CRS, CRS, at, std::move(off));
+  std::vector<int64_t> off(CRS);
+  for (int64_t t = 0; t < CRS; ++t) off[t] = f.tap(t / (sh.R * sh.S), t / sh.S % sh.R, t % sh.S);
+  return pack_weights(k1 - k0, ks.mr, std::move(off), [&](int64_t k, int64_t rows, float* a) {
+    for (int64_t t0 = 0; t0 < CRS; t0 += 16)
+      ks.pack_block(w + (k0 + k) * CRS + t0, CRS, rows, std::min<int64_t>(16, CRS - t0), false,
+                    a + t0 * rows);
+  });
 }
 
 void direct_forward(const Conv2dShape& sh, const ConvKernelSet& ks, const float* x,
@@ -703,14 +697,18 @@ void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* 
     const int64_t RS = sh.R * sh.S;
     for (int64_t t = 0; t < CRS; ++t) taps.push_back(f.tap(t / RS, t / sh.S % sh.R, t % sh.S));
     if (dx != nullptr) {
-      // Rows c, steps t = (k, r, s) of the flipped kernel: w[k, c, R-1-r, S-1-s], which is
-      // w[c * RS + k * C * RS + (RS - 1 - (r * S + s))].
-      std::vector<int64_t> at(sh.K * RS), off(sh.K * RS);
-      for (int64_t t = 0; t < sh.K * RS; ++t) {
-        at[t] = t / RS * sh.C * RS + (RS - 1 - t % RS);
-        off[t] = fb.tap(t / RS, t / sh.S % sh.R, t % sh.S);
-      }
-      pwb = pack_weights(sh.C, ks->mr, w, RS, at, std::move(off));
+      // Rows c, steps t = (k, r, s) of the flipped kernel: w[k, c, R-1-r, S-1-s], i.e. the RS
+      // values of w[k, c] reversed.
+      std::vector<int64_t> off(sh.K * RS);
+      for (int64_t t = 0; t < sh.K * RS; ++t) off[t] = fb.tap(t / RS, t / sh.S % sh.R, t % sh.S);
+      pwb = pack_weights(sh.C, ks->mr, std::move(off), [&](int64_t c, int64_t rows, float* a) {
+        for (int64_t k = 0; k < sh.K; ++k)
+          for (int64_t u0 = 0; u0 < RS; u0 += 16) {  // steps k*RS + u0 .. + n - 1
+            const int64_t n = std::min<int64_t>(16, RS - u0);
+            ks->pack_block(w + (k * sh.C + c) * RS + (RS - u0 - n), RS, rows, n, true,
+                           a + (k * RS + u0) * rows);
+          }
+      });
     }
     run_chunk = [&](int64_t j) {
       direct_backward_chunk(sh, *ks, f, fb, pwb, taps, sh.N * j / chunks, sh.N * (j + 1) / chunks,

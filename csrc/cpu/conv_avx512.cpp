@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "cpu/avx512_util.h"
 #include "cpu/conv_kernels.h"
 
 namespace nanocnn::cpu::conv_detail {
@@ -266,6 +267,16 @@ void dw_tile(int64_t images, int64_t len, const float* __restrict g, int64_t g_i
       dw[i * ldw + j] = accumulate ? dw[i * ldw + j] + sum[i * J + j] : sum[i * J + j];
 }
 
+// A 16 x 16 transpose in registers (avx512_util.h) per block: the scalar loop it replaced, one
+// strided load per weight, took 5-7% of a 128->128 3x3 @16 conv at batch 1 on two threads.
+void pack_block(const float* src, int64_t stride, int64_t rows, int64_t n, bool reversed,
+                float* dst) {
+  __m512 r[16];
+  load_transpose16(src, stride, rows, n, r, reversed);
+  const __mmask16 kept = first_lanes(rows);
+  for (int64_t t = 0; t < n; ++t) _mm512_mask_storeu_ps(dst + t * rows, kept, r[t]);
+}
+
 constexpr FwdTile kFwd[kMR * 2] = {
     &fwd_tile<1, 1>,  &fwd_tile<1, 2>,  &fwd_tile<2, 1>,  &fwd_tile<2, 2>,  &fwd_tile<3, 1>,
     &fwd_tile<3, 2>,  &fwd_tile<4, 1>,  &fwd_tile<4, 2>,  &fwd_tile<5, 1>,  &fwd_tile<5, 2>,
@@ -280,7 +291,7 @@ constexpr DwTile kDw[kDotMR * kDotNC] = {NC_DW_ROW(1), NC_DW_ROW(2), NC_DW_ROW(3
 
 }  // namespace
 
-extern const ConvKernelSet kAvx512ConvKernels = {"avx512", kMR, kFwd, kDotMR, kDotNC, kDw,
-                                                 &pad_planes};
+extern const ConvKernelSet kAvx512ConvKernels = {"avx512", kMR,         kFwd,      kDotMR,
+                                                 kDotNC,   kDw,         &pad_planes, &pack_block};
 
 }  // namespace nanocnn::cpu::conv_detail

@@ -60,6 +60,12 @@ using PadPlanes = void (*)(const float* src, const float* mask, int64_t planes, 
                            int64_t src_ld, int64_t rows, int64_t w, float* dst, int64_t dst_plane,
                            int64_t top, int64_t ld, int64_t pl);
 
+// Packs one block of weights for the forward tile: rows (<= 16) x n (<= 16) values, element
+// (i, t) read at src[i * stride + t] (reversed: src[i * stride + n - 1 - t]), written to
+// dst[t * rows + i].
+using PackBlock = void (*)(const float* src, int64_t stride, int64_t rows, int64_t n,
+                           bool reversed, float* dst);
+
 struct ConvKernelSet {
   const char* name;
   int mr;                 // most rows of a forward tile
@@ -67,6 +73,7 @@ struct ConvKernelSet {
   int dot_mr, dot_nc;     // most rows / columns of a weight-gradient tile
   const DwTile* dw;       // dw[(rows - 1) * dot_nc + (cols - 1)]
   PadPlanes pad_planes;
+  PackBlock pack_block;
 };
 
 // Defined in conv_avx512.cpp (x86-64 builds only); use only after checking the CPU.
