@@ -11,7 +11,7 @@
 namespace nanocnn::cpu {
 namespace {
 
-// Mask of the first n lanes (1 <= n <= 16).
+// Mask of the first n lanes (0 <= n <= 16).
 inline __mmask16 first_lanes(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
 
 // GCC 12's unpack/shuffle intrinsics pass _mm512_undefined_ps() as the unused merge source, which

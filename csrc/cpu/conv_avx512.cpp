@@ -26,7 +26,7 @@ constexpr int kDotMR = 4;
 constexpr int kDotNC = 6;
 
 inline __mmask16 lanes_below(int64_t n) {  // the first min(n, 16) lanes
-  return n >= kVL ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+  return first_lanes(n < kVL ? n : kVL);
 }
 
 template <int R, int V>
@@ -205,13 +205,13 @@ inline __m512 lane_sums16(const __m512 (&v)[16]) {
   // Level 1, 256-bit halves: t[p] = (v[2p] lanes l + l+8 | v[2p+1] lanes l + l+8), l < 8.
 #pragma GCC unroll 8
   for (int p = 0; p < 8; ++p)
-    t[p] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    t[p] = _mm512_add_ps(shuffle_quarters<_MM_SHUFFLE(1, 0, 1, 0)>(v[2 * p], v[2 * p + 1]),
+                         shuffle_quarters<_MM_SHUFFLE(3, 2, 3, 2)>(v[2 * p], v[2 * p + 1]));
   // Level 2, 128-bit quarters: 128-bit chunk k of u[p] holds vector 4p + k, lanes l + l+4, l < 4.
 #pragma GCC unroll 4
   for (int p = 0; p < 4; ++p)
-    u[p] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * p], t[2 * p + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(t[2 * p], t[2 * p + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    u[p] = _mm512_add_ps(shuffle_quarters<_MM_SHUFFLE(2, 0, 2, 0)>(t[2 * p], t[2 * p + 1]),
+                         shuffle_quarters<_MM_SHUFFLE(3, 1, 3, 1)>(t[2 * p], t[2 * p + 1]));
   // Level 3, pairs within a chunk: chunk k of w[p] holds vector 8p + k in lanes 0-1 and
   // 8p + 4 + k in lanes 2-3.
 #pragma GCC unroll 2
