@@ -24,7 +24,9 @@ enum ScratchSlot : int {
                                // calling thread's, read by all threads during the op)
   kScratchDensePartials = 7,   // dense backward at a small batch: the input gradient's partial
                                // sums over blocks of output rows (the calling thread's)
-  kScratchSlots = 8,
+  kScratchTransposedGrads = 8,  // direct conv2d backward: a group's output gradients transposed
+                                // to (positions, channels) for the weight-gradient tiles
+  kScratchSlots = 9,
 };
 
 // A 64-byte-aligned buffer of at least `count` floats, owned by the calling thread.

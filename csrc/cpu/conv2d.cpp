@@ -16,7 +16,11 @@
 //      input grad   the same kernel on the padded dy: dx = conv(dy padded by (R-1-pt, S-1-pl),
 //                   w flipped and transposed to (C, K, R, S))
 //      weight grad  dw[k, t] = sum_n sum_i g_n[k, i] * xp_n[i + off(t)], with g_n = dy_n on the
-//                   flat grid (zero in the dropped columns): dot products, no transposes
+//                   flat grid (zero in the dropped columns), over output positions i only:
+//                   dot products along the positions (lane tiles: many positions per group), or
+//                   outer products of a position's taps and channels, summed over the positions,
+//                   from g_n transposed (a batch-1 image of many channels); see
+//                   direct_backward_chunk
 //    Small images (8x8, 16x16), where the dropped columns would be 6-25% of the work, use S
 //    copies of the padded image shifted by one column each instead (FlatConv): same kernels,
 //    offsets, nothing dropped.
@@ -56,9 +60,10 @@
 //    layers are already at 0.9-1.0x oneDNN from batch 32 up.
 //  - Tried and dropped, A/B in one session: the forward tile's reduction cut into 48-tap steps so
 //    that a position block's input rows stay in L1 (128->128 @28, one core: 110 -> 101 GFLOP/s).
-//  - One shuffle tree for the 24 lane sums of a weight-gradient tile (lane_sums16 in
-//    conv_avx512.cpp) won 1-2% at 8x8, where a tile sums many images, but 10-15% of a batch-1
-//    backward at 14x14-16x16, where it sums a single image of 256 positions, so it stays.
+//  - One shuffle tree for the 24 lane sums of a lane tile (lane_sums16 in conv_avx512.cpp) won
+//    1-2% at 8x8, where a tile sums many images, 10-15% of a batch-1 backward at 14x14-16x16,
+//    where it sums a single image of 256 positions. Those layers now take outer-product tiles,
+//    which have no lanes to add (and were 7-15% faster still); the tree stays for the rest.
 #include <algorithm>
 #include <cstring>
 #include <functional>
@@ -77,7 +82,7 @@ namespace {
 
 constexpr int64_t kWeightChunks = 8;
 
-// Padded-image bytes a block of weight-gradient tiles reads (flat_weight_grads): half of L2.
+// Padded-image bytes a block of lane tiles reads (lane_weight_grads): half of L2.
 constexpr int64_t kTapBlockBytes = int64_t{512} << 10;
 
 // Sum of v[0..n) in 16 interleaved partial sums (lane l takes i = l, l + 16, ...) added in a fixed
@@ -414,8 +419,9 @@ void flat_conv(const FlatConv& f, const ConvKernelSet& ks, const PackedWeights& 
   });
 }
 
-// dw (K, CRS) (+)= sum over `images` images of g_m (K, L) . xp_m shifted by off(t), in tiles of
-// dot_mr channels x dot_nc taps. Parallel over tiles when called outside a parallel region.
+// dwT (CRS, Kp) (+)= sum over `images` images of xp_m shifted by off(t) . g_m (K, L), with lane
+// tiles of lane_rows channels x lane_cols taps (DwLaneTile). Parallel over tiles when called
+// outside a parallel region.
 // Tiles go in tap blocks: the taps of as many input channels as keep their rows of all `images`
 // images within kTapBlockBytes (L2), every channel block sweeping them in turn. So the padded
 // images are read from memory about once and the gradient rows once per tap block. Channel
@@ -423,29 +429,80 @@ void flat_conv(const FlatConv& f, const ConvKernelSet& ks, const PackedWeights& 
 // block: 256->256 3x3 @14 at batch 256 streamed ~800 MB per 19 images. Its backward pass went
 // from 1.93 to 1.39 s on one core, 0.88 to 0.69 s on two (128->128 @28: -2 to -6%, the CIFAR
 // network's layers, whose images fit in one tap block, unchanged).
-void flat_weight_grads(const FlatConv& f, const ConvKernelSet& ks, int64_t images,
-                       const float* g, const float* xs, const int64_t* off, float* dw,
-                       bool accumulate) {
+void lane_weight_grads(const FlatConv& f, const ConvKernelSet& ks, int64_t images,
+                       const float* g, int64_t Kp, const float* xs, const int64_t* off,
+                       float* dwT, bool accumulate) {
   const int64_t CRS = f.C * f.R * f.S;
-  const int64_t kb = (f.K + ks.dot_mr - 1) / ks.dot_mr, tb = (CRS + ks.dot_nc - 1) / ks.dot_nc;
+  const int64_t kb = (f.K + ks.lane_rows - 1) / ks.lane_rows, tb = (CRS + ks.lane_cols - 1) / ks.lane_cols;
   const int64_t channel_bytes = images * f.copies * f.Hp * f.Wr * int64_t{sizeof(float)};
   const int64_t channels = std::max<int64_t>(1, kTapBlockBytes / channel_bytes);
-  const int64_t block = std::max<int64_t>(1, channels * f.R * f.S / ks.dot_nc);  // t-blocks
-  parallel_for(kb * tb, 2 * ks.dot_mr * ks.dot_nc * images * f.L,
+  const int64_t block = std::max<int64_t>(1, channels * f.R * f.S / ks.lane_cols);  // t-blocks
+  parallel_for(kb * tb, 2 * ks.lane_rows * ks.lane_cols * images * f.L,
                [&](int64_t begin, int64_t end) {
     for (int64_t tile = begin; tile < end; ++tile) {
       // tile -> (tap block, channel block, t-block within the tap block)
       const int64_t b = tile / (block * kb), in_block = tile - b * block * kb;
       const int64_t size = std::min(block, tb - b * block);
-      const int64_t k0 = in_block / size * ks.dot_mr;
-      const int64_t t0 = (b * block + in_block % size) * ks.dot_nc;
-      const int64_t rows = std::min<int64_t>(ks.dot_mr, f.K - k0);
-      const int64_t cols = std::min<int64_t>(ks.dot_nc, CRS - t0);
-      ks.dw[(rows - 1) * ks.dot_nc + (cols - 1)](images, f.L, g + k0 * f.L, f.K * f.L, f.L, xs,
-                                                 f.image_floats, off + t0, f.out_keep.data(),
-                                                 dw + k0 * CRS + t0, CRS, accumulate);
+      const int64_t k0 = in_block / size * ks.lane_rows;
+      const int64_t t0 = (b * block + in_block % size) * ks.lane_cols;
+      const int64_t rows = std::min<int64_t>(ks.lane_rows, f.K - k0);
+      const int64_t cols = std::min<int64_t>(ks.lane_cols, CRS - t0);
+      ks.lane[(rows - 1) * ks.lane_cols + (cols - 1)](
+          images, f.L, g + k0 * f.L, f.K * f.L, f.L, xs, f.image_floats, off + t0,
+          f.out_keep.data(), dwT + t0 * Kp + k0, 1, Kp, accumulate);
     }
   });
+}
+
+// Bytes of transposed gradients (all channels) a block of positions spans in outer_weight_grads.
+constexpr int64_t kDwBlockBytes = int64_t{256} << 10;
+
+// dwT (CRS, Kp) (+)= sum over `images` images m of xp_m shifted by off(t), times gT_m, the
+// output gradient transposed ((positions, Kp) per image, f.L * Kp floats apart), with outer-
+// product tiles of taps x 16 KV channels (DwOuterTile). The positions go in blocks whose
+// gradients stay in L2 (kDwBlockBytes: a few images, or rows of one), and in each block the tiles
+// go tap block by tap block, the channel blocks inner, so the input rows a tap block reads come
+// from L1 for all its channel blocks. Every tile sums its positions in order, carrying its sums
+// from block to block, so the result does not depend on how blocks or tiles are split (or over
+// how many threads).
+void outer_weight_grads(const FlatConv& f, const ConvKernelSet& ks, int64_t images,
+                        const float* gT, int64_t Kp, const float* xs, const int64_t* off,
+                        float* dwT, bool accumulate) {
+  const int64_t CRS = f.C * f.R * f.S;
+  const int64_t kv_all = Kp / 16;
+  // Channel blocks: kv_full of ks.outer_kv vectors, then one of kv_last (maybe none).
+  const int64_t kv_full = kv_all / ks.outer_kv, kv_last = kv_all % ks.outer_kv;
+  const int64_t kblocks = kv_full + (kv_last > 0 ? 1 : 0);
+  // Taps in near-equal blocks, no more than the narrowest tile takes, and at least 2 tiles per
+  // thread where the taps allow (a batch-1 layer with few channels would leave threads idle).
+  const int max_taps = ks.outer_taps[(kv_full > 0 ? ks.outer_kv : kv_last) - 1];
+  int64_t tblocks = (CRS + max_taps - 1) / max_taps;
+  if (!in_parallel())
+    tblocks = std::min(CRS, std::max(tblocks, (2 * get_num_threads() + kblocks - 1) / kblocks));
+  // Positions per block: whole images when one has fewer than `span`, else rows of one image.
+  const int64_t span = std::max<int64_t>(f.Q, kDwBlockBytes / int64_t{sizeof(float)} / Kp);
+  const int64_t per_image = f.P * f.Q;
+  const int64_t block_images = per_image >= span ? 1 : std::min(images, span / per_image);
+  const int64_t block_rows = per_image >= span ? std::max<int64_t>(1, span / f.Q) : f.P;
+  for (int64_t m0 = 0; m0 < images; m0 += block_images) {
+    const int64_t mn = std::min(block_images, images - m0);
+    for (int64_t p0 = 0; p0 < f.P; p0 += block_rows) {
+      const int64_t p1 = std::min(f.P, p0 + block_rows);
+      const bool acc = accumulate || m0 > 0 || p0 > 0;
+      parallel_for(tblocks * kblocks, 2 * 16 * ks.outer_kv * max_taps * mn * (p1 - p0) * f.Q,
+                   [&](int64_t begin, int64_t end) {
+        for (int64_t tile = begin; tile < end; ++tile) {
+          const int64_t tb = tile / kblocks, kb = tile % kblocks;
+          const int64_t t0 = CRS * tb / tblocks, taps = CRS * (tb + 1) / tblocks - t0;
+          const int64_t kv = kb < kv_full ? ks.outer_kv : kv_last;
+          const int64_t k0 = kb * ks.outer_kv * 16;
+          ks.outer[(kv - 1) * ks.outer_taps[0] + (taps - 1)](
+              mn, p0, p1, f.Q, f.Wr, gT + m0 * f.L * Kp + k0, f.L * Kp, Kp,
+              xs + m0 * f.image_floats, f.image_floats, off + t0, dwT + t0 * Kp + k0, Kp, acc);
+        }
+      });
+    }
+  }
 }
 
 FlatConv forward_grid(const Conv2dShape& sh) {
@@ -544,14 +601,14 @@ void direct_forward(const Conv2dShape& sh, const ConvKernelSet& ks, const float*
   });
 }
 
-// dw and db of the images [n_begin, n_end) into dw_j and db_j, and their dx unless dx is nullptr.
-// relu_y (nullable) masks dy.
+// dw (transposed: dwT_j, (CRS, Kp)) and db of the images [n_begin, n_end) into dwT_j and db_j,
+// and their dx unless dx is nullptr. relu_y (nullable) masks dy.
 void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const FlatConv& f,
                            const FlatConv& fb, const PackedWeights& pwb,
                            const std::vector<int64_t>& taps, int64_t n_begin, int64_t n_end,
                            const float* dy, const float* relu_y, const float* codes,
-                           const float* x, float* dx, float* dw_j, float* db_j) {
-  const int64_t CHW = sh.C * sh.H * sh.W, KPQ = sh.K * f.P * f.Q;
+                           const float* x, float* dx, float* dwT_j, float* db_j) {
+  const int64_t CHW = sh.C * sh.H * sh.W, KPQ = sh.K * f.P * f.Q, Kp = round_up(sh.K, 16);
   const Pool2dShape ps{1, sh.K, f.P, f.Q, pool2x2_geometry(f.P, f.Q)};
   // Images go in groups of about 4096 positions: each weight-gradient tile then sums a group in
   // its registers (small images: many per group, one lane reduction for all) while the group's
@@ -559,6 +616,17 @@ void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const
   const int64_t group = std::min(n_end - n_begin, std::max<int64_t>(1, 4096 / f.L));
   float* xs = thread_scratch(kScratchColumns, group * f.image_floats);
   float* gs = thread_scratch(kScratchColumnGrads, group * sh.K * f.L);
+  // The weight gradient's tiles (conv_kernels.h). Lane tiles pay ~120 cycles per tile and group
+  // to add their lanes, which a group of few positions (a batch-1 image of 16 x 16) does not
+  // repay; outer-product tiles need the gradient transposed first, ~90 cycles per 16 x 16 block,
+  // which a layer with few taps (CRS) does not repay. Relative to the FMAs that is
+  // ~80 / (group positions) against ~6 / CRS, so outer-product tiles from 16 CRS positions down.
+  // Measured on the 2-core Zen 4 (outer against lane tiles, dw only, batch 1 unless said):
+  // 128->128 3x3 @16 -7 to -12%, 256->256 @14 -2 to -15%, cats-vs-dogs 32->64 3x3 @36 at batch
+  // 32 -3 to -4% and the CIFAR net's 32->64 2x2 @8 at 64 -2%; but its 3->16 @32 +14 to +19% and
+  // 16->32 @16 +6 to +8%.
+  const bool outer = group * f.L < 16 * sh.C * sh.R * sh.S;
+  float* gts = outer ? thread_scratch(kScratchTransposedGrads, group * f.L * Kp) : nullptr;
   for (int64_t g0 = n_begin; g0 < n_end; g0 += group) {
     const int64_t g1 = std::min(n_end, g0 + group);
     for (int64_t n = g0; n < g1; ++n) {
@@ -573,6 +641,13 @@ void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const
       } else {
         flatten_grads(f, ks, dy + n * KPQ, mask, g_n);
       }
+      if (outer) {  // transposed: a row of channels per position
+        float* gt_n = gts + (n - g0) * f.L * Kp;
+        parallel_for(f.L / 16, 16 * Kp, [&](int64_t begin, int64_t end) {
+          ks.transpose(g_n + 16 * begin, f.L, sh.K, 16 * (end - begin), Kp,
+                       gt_n + 16 * begin * Kp, Kp);
+        });
+      }
       if (dx != nullptr) {
         float* dyp = thread_scratch(kScratchPaddedGrads, fb.image_floats);
         if (codes != nullptr)
@@ -583,7 +658,10 @@ void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const
       }
     }
     const bool accumulate = g0 != n_begin;
-    flat_weight_grads(f, ks, g1 - g0, gs, xs, taps.data(), dw_j, accumulate);
+    if (outer)
+      outer_weight_grads(f, ks, g1 - g0, gts, Kp, xs, taps.data(), dwT_j, accumulate);
+    else
+      lane_weight_grads(f, ks, g1 - g0, gs, Kp, xs, taps.data(), dwT_j, accumulate);
     // db_j[k] (+)= the sum of the group's (masked) gradient rows; dropped columns are zero.
     parallel_for(sh.K, (g1 - g0) * f.L, [&](int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {
@@ -676,13 +754,20 @@ void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* 
     relu_y = nullptr;
   }
 
-  // Chunk j's partial dw (and, on the direct path, db) lives at partial + (j-1)*(KCRS + K);
-  // chunk 0 writes straight into dw and db.
-  float* partial =
-      chunks > 1 ? thread_scratch(kScratchWeightPartials, (chunks - 1) * (KCRS + sh.K)) : nullptr;
-  auto dw_of_chunk = [&](int64_t j) { return j == 0 ? dw : partial + (j - 1) * (KCRS + sh.K); };
+  // Chunk j's partial dw and db. The im2col path writes chunk 0 straight into dw and db, chunk
+  // j > 0 at partial + (j - 1) * part. The direct path writes every chunk to the scratch, dw
+  // transposed ((CRS, Kp), as its tiles make it), reduces them there and then transposes.
+  const int64_t Kp = round_up(sh.K, 16);
+  const int64_t part = direct ? CRS * Kp + sh.K : KCRS + sh.K;
+  const int64_t in_place = direct ? 0 : 1;  // chunks written straight into dw and db
+  float* partial = chunks > in_place
+                       ? thread_scratch(kScratchWeightPartials, (chunks - in_place) * part)
+                       : nullptr;
+  auto dw_of_chunk = [&](int64_t j) {
+    return j < in_place ? dw : partial + (j - in_place) * part;
+  };
   auto db_of_chunk = [&](int64_t j) {
-    return j == 0 ? db : partial + (j - 1) * (KCRS + sh.K) + KCRS;
+    return j < in_place ? db : partial + (j - in_place) * part + (part - sh.K);
   };
 
   std::function<void(int64_t)> run_chunk;
@@ -747,19 +832,32 @@ void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* 
     for (int64_t j = 0; j < chunks; ++j) run_chunk(j);
   }
 
-  // dw (and db on the direct path) = sum of the chunks' partials, in chunk order.
-  const int64_t reduced = direct ? KCRS + sh.K : KCRS;
+  // dw and db = the sum of the chunks' partials, in chunk order.
+  if (direct) {
+    if (chunks > 1) {
+      parallel_for(part, chunks, [&](int64_t begin, int64_t end) {
+        for (int64_t j = 1; j < chunks; ++j) {
+          const float* p = partial + j * part;
+          for (int64_t i = begin; i < end; ++i) partial[i] += p[i];
+        }
+      });
+    }
+    // dw (K, CRS) <- the sum, (CRS, Kp), transposed; 16 taps at a time.
+    parallel_for((CRS + 15) / 16, 16 * sh.K, [&](int64_t begin, int64_t end) {
+      const int64_t rows = std::min(CRS, 16 * end) - 16 * begin;
+      ks->transpose(partial + 16 * begin * Kp, Kp, rows, sh.K, rows, dw + 16 * begin, CRS);
+    });
+    std::memcpy(db, partial + CRS * Kp, sh.K * sizeof(float));
+    return;
+  }
   if (chunks > 1) {
-    parallel_for(reduced, chunks, [&](int64_t begin, int64_t end) {
-      const int64_t split = std::clamp(KCRS, begin, end);  // [begin, split) in dw, the rest db
+    parallel_for(KCRS, chunks, [&](int64_t begin, int64_t end) {
       for (int64_t j = 1; j < chunks; ++j) {
-        const float* part = dw_of_chunk(j);
-        for (int64_t i = begin; i < split; ++i) dw[i] += part[i];
-        for (int64_t i = split; i < end; ++i) db[i - KCRS] += part[i];
+        const float* part_j = dw_of_chunk(j);
+        for (int64_t i = begin; i < end; ++i) dw[i] += part_j[i];
       }
     });
   }
-  if (direct) return;
 
   // db[k] = sum over images and pixels of dy[n,k,:,:]
   parallel_for(sh.K, sh.N * PQ, [&](int64_t begin, int64_t end) {

@@ -7,9 +7,13 @@
 // b + off[t] (a shifted row of the padded image) instead of a packed panel: per step 2 vector
 // loads + 12 broadcast weights feed 24 FMAs. Its outputs go straight to their (P, Q) places, with
 // the bias and ReLU (FwdOut in conv_kernels.h).
-// Weight-gradient tile: 4 output channels x 6 taps = 24 zmm accumulators of dot products; per 16
-// positions 4 gradient vectors + 6 shifted input vectors feed 24 FMAs. The accumulators run over
-// all images of a chunk and are summed across lanes once at the end.
+// Weight-gradient tiles, two ways round (conv2d.cpp picks one per layer):
+//  - lane tile: 4 output channels x 6 taps = 24 zmm accumulators of dot products, positions along
+//    the lanes; per 16 positions 4 gradient vectors + 6 shifted input vectors feed 24 FMAs. The
+//    accumulators run over all images of a group and are summed across lanes once at the end.
+//  - outer-product tile: 6 taps x 64 output channels (or 8 x 48, 12 x 32, 12 x 16) = 24
+//    accumulators, the positions as the reduction; per position 4 vectors of the transposed
+//    gradient + 6 broadcast input values feed 24 FMAs, and nothing is left to add at the end.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -22,8 +26,9 @@ namespace {
 
 constexpr int kVL = 16;
 constexpr int kMR = 12;
-constexpr int kDotMR = 4;
-constexpr int kDotNC = 6;
+constexpr int kLaneRows = 4;
+constexpr int kLaneCols = 6;
+constexpr int kOuterKV = 4;
 
 inline __mmask16 lanes_below(int64_t n) {  // the first min(n, 16) lanes
   return first_lanes(n < kVL ? n : kVL);
@@ -232,10 +237,10 @@ inline __m512 lane_sums16(const __m512 (&v)[16]) {
 // (which cost 2-4% when always on: cats-vs-dogs 16->32 3x3 @74 backward at batch 32, one core,
 // 31.3 -> 32.2 ms).
 template <int R, int J>
-void dw_tile(int64_t images, int64_t len, const float* __restrict g, int64_t g_img, int64_t g_row,
-             const float* __restrict x, int64_t x_img, const int64_t* __restrict off,
-             const uint16_t* __restrict keep, float* __restrict dw, int64_t ldw,
-             bool accumulate) {
+void lane_tile(int64_t images, int64_t len, const float* __restrict g, int64_t g_img,
+               int64_t g_row, const float* __restrict x, int64_t x_img,
+               const int64_t* __restrict off, const uint16_t* __restrict keep,
+               float* __restrict dw, int64_t ld_k, int64_t ld_t, bool accumulate) {
   constexpr int kSums = R * J, kGroups = (kSums + 15) / 16;
   __m512 acc[R][J];
   float sum[kGroups * 16];  // sum[i * J + j]: the lanes of acc[i][j] added
@@ -264,7 +269,63 @@ void dw_tile(int64_t images, int64_t len, const float* __restrict g, int64_t g_i
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 6
     for (int j = 0; j < J; ++j)
-      dw[i * ldw + j] = accumulate ? dw[i * ldw + j] + sum[i * J + j] : sum[i * J + j];
+      dw[i * ld_k + j * ld_t] = accumulate ? dw[i * ld_k + j * ld_t] + sum[i * J + j]
+                                           : sum[i * J + j];
+}
+
+// Per output position: KV vector loads of the transposed gradient (16 KV channels) and one
+// broadcast input value per tap feed taps x KV FMAs into as many accumulators, each a running sum
+// over the positions (the GEMM micro-kernel's outer product, with the positions as its k). So
+// nothing is left to add across lanes at the end, and a tile is as fast for one small image
+// (batch 1) as for many.
+template <int KV, int NT>
+void outer_tile(int64_t images, int64_t p0, int64_t p1, int64_t Q, int64_t Wr,
+             const float* __restrict gT, int64_t g_img, int64_t ldg, const float* __restrict x,
+             int64_t x_img, const int64_t* __restrict off, float* __restrict dwT, int64_t ldw,
+             bool accumulate) {
+  __m512 acc[NT][KV];
+#pragma GCC unroll 12
+  for (int t = 0; t < NT; ++t)
+#pragma GCC unroll 4
+    for (int v = 0; v < KV; ++v)
+      acc[t][v] = accumulate ? _mm512_loadu_ps(dwT + t * ldw + kVL * v) : _mm512_setzero_ps();
+  // Rows of Q positions Wr apart; one run of them all when there are no dropped columns.
+  const int64_t runs = Wr == Q ? 1 : p1 - p0, run = Wr == Q ? (p1 - p0) * Q : Q;
+  for (int64_t m = 0; m < images; ++m) {
+    for (int64_t r = 0; r < runs; ++r) {
+      const int64_t i0 = (p0 + r) * Wr;
+      const float* g = gT + m * g_img + i0 * ldg;
+      const float* xs = x + m * x_img + i0;
+      for (int64_t q = 0; q < run; ++q, g += ldg) {
+        __m512 gv[KV];
+#pragma GCC unroll 4
+        for (int v = 0; v < KV; ++v) gv[v] = _mm512_loadu_ps(g + kVL * v);
+#pragma GCC unroll 12
+        for (int t = 0; t < NT; ++t) {
+          const __m512 xb = _mm512_set1_ps(xs[off[t] + q]);
+#pragma GCC unroll 4
+          for (int v = 0; v < KV; ++v) acc[t][v] = _mm512_fmadd_ps(xb, gv[v], acc[t][v]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 12
+  for (int t = 0; t < NT; ++t)
+#pragma GCC unroll 4
+    for (int v = 0; v < KV; ++v) _mm512_storeu_ps(dwT + t * ldw + kVL * v, acc[t][v]);
+}
+
+void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, int64_t rows_out,
+               float* dst, int64_t ldd) {
+  __m512 r[16];
+  for (int64_t i0 = 0; i0 < rows_out; i0 += kVL) {
+    const __mmask16 kept = lanes_below(rows_out - i0);
+    for (int64_t j0 = 0; j0 < cols; j0 += kVL) {
+      const int64_t n = cols - j0 < kVL ? cols - j0 : kVL;
+      load_transpose16(src + i0 * lds + j0, lds, rows - i0, n, r);
+      for (int64_t c = 0; c < n; ++c) _mm512_mask_storeu_ps(dst + (j0 + c) * ldd + i0, kept, r[c]);
+    }
+  }
 }
 
 // A 16 x 16 transpose in registers (avx512_util.h) per block: the scalar loop it replaced, one
@@ -284,14 +345,32 @@ constexpr FwdTile kFwd[kMR * 2] = {
     &fwd_tile<8, 2>,  &fwd_tile<9, 1>,  &fwd_tile<9, 2>,  &fwd_tile<10, 1>, &fwd_tile<10, 2>,
     &fwd_tile<11, 1>, &fwd_tile<11, 2>, &fwd_tile<12, 1>, &fwd_tile<12, 2>};
 
-#define NC_DW_ROW(R) \
-  &dw_tile<R, 1>, &dw_tile<R, 2>, &dw_tile<R, 3>, &dw_tile<R, 4>, &dw_tile<R, 5>, &dw_tile<R, 6>
-constexpr DwTile kDw[kDotMR * kDotNC] = {NC_DW_ROW(1), NC_DW_ROW(2), NC_DW_ROW(3), NC_DW_ROW(4)};
-#undef NC_DW_ROW
+#define NC_LANE_ROW(R)                                                                          \
+  &lane_tile<R, 1>, &lane_tile<R, 2>, &lane_tile<R, 3>, &lane_tile<R, 4>, &lane_tile<R, 5>,       \
+      &lane_tile<R, 6>
+constexpr DwLaneTile kLane[kLaneRows * kLaneCols] = {NC_LANE_ROW(1), NC_LANE_ROW(2),
+                                                     NC_LANE_ROW(3), NC_LANE_ROW(4)};
+#undef NC_LANE_ROW
+
+// Most taps per outer-product tile for KV = 1..4 vectors: 24 accumulators where the channels
+// allow (12 with one vector: 13 loads per 12 FMAs already).
+constexpr int kOuterTaps[kOuterKV] = {12, 12, 8, 6};
+#define NC_OUTER_ROW(KV, ...)                                                                   \
+  &outer_tile<KV, 1>, &outer_tile<KV, 2>, &outer_tile<KV, 3>, &outer_tile<KV, 4>,               \
+      &outer_tile<KV, 5>, &outer_tile<KV, 6>, __VA_ARGS__
+constexpr DwOuterTile kOuter[kOuterKV * 12] = {
+    NC_OUTER_ROW(1, &outer_tile<1, 7>, &outer_tile<1, 8>, &outer_tile<1, 9>, &outer_tile<1, 10>,
+                 &outer_tile<1, 11>, &outer_tile<1, 12>),
+    NC_OUTER_ROW(2, &outer_tile<2, 7>, &outer_tile<2, 8>, &outer_tile<2, 9>, &outer_tile<2, 10>,
+                 &outer_tile<2, 11>, &outer_tile<2, 12>),
+    NC_OUTER_ROW(3, &outer_tile<3, 7>, &outer_tile<3, 8>, nullptr, nullptr, nullptr, nullptr),
+    NC_OUTER_ROW(4, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr)};
+#undef NC_OUTER_ROW
 
 }  // namespace
 
-extern const ConvKernelSet kAvx512ConvKernels = {"avx512", kMR,         kFwd,      kDotMR,
-                                                 kDotNC,   kDw,         &pad_planes, &pack_block};
+extern const ConvKernelSet kAvx512ConvKernels = {
+    "avx512", kMR,    kFwd,        kLaneRows,   kLaneCols, kLane,
+    kOuterKV, kOuterTaps, kOuter, &pad_planes, &pack_block, &transpose};
 
 }  // namespace nanocnn::cpu::conv_detail

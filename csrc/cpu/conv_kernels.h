@@ -39,17 +39,37 @@ struct FwdOut {
 using FwdTile = void (*)(int64_t kc, const float* a, const float* b, const int64_t* off,
                          const FwdOut& out, int64_t row0, int64_t v0);
 
-// Dot-product tile for weight gradients: rows x cols sums over `images` images of `len` floats.
-//   dw[i * ldw + j] (+)= sum over images m, positions l < len with bit l % 16 of keep[l / 16] of
-//                        g[m * g_img + i * g_row + l] * x[m * x_img + off[j] + l]
-// for i < rows <= dot_mr, j < cols <= dot_nc. len is a multiple of 16; each lane accumulates its
-// positions in order over all images, then the lanes are added in a fixed tree. keep marks the
-// grid's output positions (FlatConv::out_keep): g is zero elsewhere, but x there is whatever the
-// shifted row reaches (the next row's first columns, the next plane), and 0 * NaN is NaN, so
-// those positions must not count (up to the sign of a zero sum, counting them as 0 is the same).
-using DwTile = void (*)(int64_t images, int64_t len, const float* g, int64_t g_img, int64_t g_row,
-                        const float* x, int64_t x_img, const int64_t* off, const uint16_t* keep,
-                        float* dw, int64_t ldw, bool accumulate);
+// Two tiles for weight gradients; conv2d.cpp picks one per layer (flat_weight_grads).
+//
+// Lane tile: channels x taps dot products over `images` images of `len` floats, positions along
+// the vector lanes.
+//   dw[i * ld_k + j * ld_t] (+)= sum over images m, positions l < len with bit l % 16 of
+//                                keep[l / 16] of
+//                                  g[m * g_img + i * g_row + l] * x[m * x_img + off[j] + l]
+// for i < rows <= lane_rows, j < cols <= lane_cols. len is a multiple of 16; each lane
+// accumulates its positions in order over all images, then the lanes are added in a fixed tree.
+// keep marks the grid's output positions (FlatConv::out_keep): g is zero elsewhere, but x there
+// is whatever the shifted row reaches (the next row's first columns, the next plane), and
+// 0 * NaN is NaN, so those positions must not count (up to the sign of a zero sum, counting
+// them as 0 is the same).
+using DwLaneTile = void (*)(int64_t images, int64_t len, const float* g, int64_t g_img,
+                            int64_t g_row, const float* x, int64_t x_img, const int64_t* off,
+                            const uint16_t* keep, float* dw, int64_t ld_k, int64_t ld_t,
+                            bool accumulate);
+
+// Outer-product tile: taps x (16 KV) channels, positions as the reduction.
+//   dwT[t * ldw + k] (+)= sum over images m < images, then rows p0 <= p < p1, then columns
+//                         q < Q, one running sum in this order, of
+//                           x[m * x_img + off[t] + i] * gT[m * g_img + i * ldg + k],  i = p Wr + q
+// for t < taps <= outer_taps[KV - 1], k < 16 KV. gT holds the output gradient transposed, a row
+// of channels per position of the grid (ldg a multiple of 16). Only output positions (q < Q)
+// are read, so whatever the grid holds in its dropped columns never counts. With accumulate the
+// running sums start from dwT's values: a sum taken in several calls over consecutive rows (or
+// images) is the same, to the bit, as one call over them all.
+using DwOuterTile = void (*)(int64_t images, int64_t p0, int64_t p1, int64_t Q, int64_t Wr,
+                             const float* gT, int64_t g_img, int64_t ldg, const float* x,
+                             int64_t x_img, const int64_t* off, float* dwT, int64_t ldw,
+                             bool accumulate);
 
 // Copies around the tiles (16 lanes at a time, masked at the edges):
 //   PadPlanes: for each plane c < planes, dst + c * dst_plane receives `top` zero rows of ld
@@ -66,14 +86,24 @@ using PadPlanes = void (*)(const float* src, const float* mask, int64_t planes, 
 using PackBlock = void (*)(const float* src, int64_t stride, int64_t rows, int64_t n,
                            bool reversed, float* dst);
 
+// Transpose with zero rows appended: dst[j * ldd + i] = (i < rows ? src[i * lds + j] : 0) for
+// j < cols, i < rows_out (rows_out >= rows).
+using Transpose = void (*)(const float* src, int64_t lds, int64_t rows, int64_t cols,
+                           int64_t rows_out, float* dst, int64_t ldd);
+
 struct ConvKernelSet {
   const char* name;
   int mr;                 // most rows of a forward tile
   const FwdTile* fwd;     // fwd[(rows - 1) * 2 + (V - 1)]
-  int dot_mr, dot_nc;     // most rows / columns of a weight-gradient tile
-  const DwTile* dw;       // dw[(rows - 1) * dot_nc + (cols - 1)]
+  int lane_rows, lane_cols;   // most channels / taps of a lane tile
+  const DwLaneTile* lane;     // lane[(rows - 1) * lane_cols + (cols - 1)]
+  int outer_kv;               // most 16-channel vectors of an outer-product tile
+  const int* outer_taps;      // outer_taps[kv - 1]: most taps of a tile kv vectors wide; [0] the
+                              // largest
+  const DwOuterTile* outer;   // outer[(kv - 1) * outer_taps[0] + (taps - 1)]
   PadPlanes pad_planes;
   PackBlock pack_block;
+  Transpose transpose;
 };
 
 // Defined in conv_avx512.cpp (x86-64 builds only); use only after checking the CPU.
