@@ -260,7 +260,7 @@ struct FlatConv {
                             // floats past them
   // Per 16-position vector of the grid: where its outputs start in the (P, Q) plane, and which
   // of its lanes are outputs (q < Q, p < P). The forward tiles store through these (FwdOut), and
-  // the weight-gradient tiles count only the kept lanes (DwTile).
+  // the weight-gradient tiles count only the kept lanes (DwLaneTile).
   std::vector<int64_t> out_at;
   std::vector<uint16_t> out_keep;
 

@@ -168,10 +168,10 @@ void pad_planes(const float* src, const float* mask, int64_t planes, int64_t src
   }
 }
 
-// acc[i][j] = per-lane sums of g row i times x shifted by off[j], over all images (DwTile);
+// acc[i][j] = per-lane sums of g row i times x shifted by off[j], over all images (DwLaneTile);
 // with Masked, only the lanes keep marks take part.
 template <int R, int J, bool Masked>
-inline __attribute__((always_inline)) void dw_sums(
+inline __attribute__((always_inline)) void lane_dots(
     __m512 (&acc)[R][J], int64_t images, int64_t len, const float* __restrict g, int64_t g_img,
     int64_t g_row, const float* __restrict x, int64_t x_img, const int64_t* __restrict off,
     const uint16_t* __restrict keep) {
@@ -203,8 +203,8 @@ inline __attribute__((always_inline)) void dw_sums(
 // tree _mm512_reduce_add_ps uses (lanes l and l + 8 first, then l and l + 4, l and l + 2, l and
 // l + 1), so the sums are the same to the bit, but each level works on all the vectors at once:
 // 15 pairs of shuffles and 15 adds in all, against 16 x 7 instructions one vector at a time.
-// (At batch 1 a weight-gradient tile sums one small image, 256 positions at 16x16, and its 24
-// separate reductions cost about a third of its FMAs.)
+// (A lane tile over one small image, 256 positions at 16x16, spent about a third of its FMAs'
+// time on 24 separate reductions; such layers now take outer-product tiles.)
 inline __m512 lane_sums16(const __m512 (&v)[16]) {
   __m512 t[8], u[4], w[2];
   // Level 1, 256-bit halves: t[p] = (v[2p] lanes l + l+8 | v[2p+1] lanes l + l+8), l < 8.
@@ -260,9 +260,9 @@ void lane_tile(int64_t images, int64_t len, const float* __restrict g, int64_t g
     }
     return nan;
   };
-  dw_sums<R, J, false>(acc, images, len, g, g_img, g_row, x, x_img, off, keep);
+  lane_dots<R, J, false>(acc, images, len, g, g_img, g_row, x, x_img, off, keep);
   if (lane_sums()) {
-    dw_sums<R, J, true>(acc, images, len, g, g_img, g_row, x, x_img, off, keep);
+    lane_dots<R, J, true>(acc, images, len, g, g_img, g_row, x, x_img, off, keep);
     lane_sums();
   }
 #pragma GCC unroll 4
