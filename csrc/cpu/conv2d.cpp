@@ -433,7 +433,8 @@ void lane_weight_grads(const FlatConv& f, const ConvKernelSet& ks, int64_t image
                        const float* g, int64_t Kp, const float* xs, const int64_t* off,
                        float* dwT, bool accumulate) {
   const int64_t CRS = f.C * f.R * f.S;
-  const int64_t kb = (f.K + ks.lane_rows - 1) / ks.lane_rows, tb = (CRS + ks.lane_cols - 1) / ks.lane_cols;
+  const int64_t kb = (f.K + ks.lane_rows - 1) / ks.lane_rows;
+  const int64_t tb = (CRS + ks.lane_cols - 1) / ks.lane_cols;
   const int64_t channel_bytes = images * f.copies * f.Hp * f.Wr * int64_t{sizeof(float)};
   const int64_t channels = std::max<int64_t>(1, kTapBlockBytes / channel_bytes);
   const int64_t block = std::max<int64_t>(1, channels * f.R * f.S / ks.lane_cols);  // t-blocks
@@ -620,7 +621,8 @@ void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const
   // to add their lanes, which a group of few positions (a batch-1 image of 16 x 16) does not
   // repay; outer-product tiles need the gradient transposed first, ~90 cycles per 16 x 16 block,
   // which a layer with few taps (CRS) does not repay. Relative to the FMAs that is
-  // ~80 / (group positions) against ~6 / CRS, so outer-product tiles from 16 CRS positions down.
+  // ~80 / (group positions) against ~6 / CRS, so outer-product tiles when a group has fewer than
+  // 16 CRS positions. The choice depends on the shape only, never on the thread count.
   // Measured on the 2-core Zen 4 (outer against lane tiles, dw only, batch 1 unless said):
   // 128->128 3x3 @16 -7 to -12%, 256->256 @14 -2 to -15%, cats-vs-dogs 32->64 3x3 @36 at batch
   // 32 -3 to -4% and the CIFAR net's 32->64 2x2 @8 at 64 -2%; but its 3->16 @32 +14 to +19% and
