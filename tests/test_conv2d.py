@@ -73,6 +73,14 @@ CIFAR_CASES = [
     ("cifar_conv3_32to64_2x2_same_8", (64, 32, 8, 8), (64, 32, 2, 2), 1, "same", 1, True),
 ]
 
+# The direct path's outer-product weight-gradient tiles (conv2d.cpp) in several position blocks
+# (about 819 positions each with 80 channels): one image cut into blocks of 25 and 7 rows, and
+# chunks of 4 images cut into blocks of 3 and 1; channels in tiles of 64 and 16. Fast path only.
+DW_BLOCK_CASES = [
+    ("dw_outer_row_blocks_k80_32x32", (1, 32, 32, 32), (80, 32, 3, 3), 1, "same", 1, True),
+    ("dw_outer_image_blocks_k80_16x16", (32, 32, 16, 16), (80, 32, 3, 3), 1, "same", 1, True),
+]
+
 
 def _ids(cases):
     return [c[0] for c in cases]
@@ -143,6 +151,12 @@ def test_conv2d_backward_matches_torch(case, algo, device, rng):
 def test_conv2d_cifar_forward_backward(case, device, rng):
     x, w, b, stride, padding, dilation = _make(rng, case)
     _check_forward(x, w, b, stride, padding, dilation, device, "fast")
+    _check_backward(rng, x, w, stride, padding, dilation, device, "fast")
+
+
+@pytest.mark.parametrize("case", DW_BLOCK_CASES, ids=_ids(DW_BLOCK_CASES))
+def test_conv2d_backward_weight_grad_blocks(case, device, rng):
+    x, w, _, stride, padding, dilation = _make(rng, case)
     _check_backward(rng, x, w, stride, padding, dilation, device, "fast")
 
 
