@@ -450,7 +450,7 @@ void lane_weight_grads(const FlatConv& f, const ConvKernelSet& ks, int64_t image
       const int64_t cols = std::min<int64_t>(ks.lane_cols, CRS - t0);
       ks.lane[(rows - 1) * ks.lane_cols + (cols - 1)](
           images, f.L, g + k0 * f.L, f.K * f.L, f.L, xs, f.image_floats, off + t0,
-          f.out_keep.data(), dwT + t0 * Kp + k0, 1, Kp, accumulate);
+          f.out_keep.data(), dwT + t0 * Kp + k0, Kp, accumulate);
     }
   });
 }
@@ -756,20 +756,18 @@ void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* 
     relu_y = nullptr;
   }
 
-  // Chunk j's partial dw and db. The im2col path writes chunk 0 straight into dw and db, chunk
-  // j > 0 at partial + (j - 1) * part. The direct path writes every chunk to the scratch, dw
-  // transposed ((CRS, Kp), as its tiles make it), reduces them there and then transposes.
+  // Chunk j's partial sums. The direct path writes every chunk to the scratch, dw transposed
+  // ((CRS, Kp), as its tiles make it) and then db, reduces them there and then transposes. The
+  // im2col path writes chunk 0's dw straight into dw, chunk j > 0's at partial + (j - 1) * part
+  // (its db is summed at the end).
   const int64_t Kp = round_up(sh.K, 16);
-  const int64_t part = direct ? CRS * Kp + sh.K : KCRS + sh.K;
-  const int64_t in_place = direct ? 0 : 1;  // chunks written straight into dw and db
+  const int64_t part = direct ? CRS * Kp + sh.K : KCRS;
+  const int64_t in_place = direct ? 0 : 1;  // chunks written straight into dw
   float* partial = chunks > in_place
                        ? thread_scratch(kScratchWeightPartials, (chunks - in_place) * part)
                        : nullptr;
   auto dw_of_chunk = [&](int64_t j) {
     return j < in_place ? dw : partial + (j - in_place) * part;
-  };
-  auto db_of_chunk = [&](int64_t j) {
-    return j < in_place ? db : partial + (j - in_place) * part + (part - sh.K);
   };
 
   std::function<void(int64_t)> run_chunk;
@@ -799,7 +797,7 @@ void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* 
     }
     run_chunk = [&](int64_t j) {
       direct_backward_chunk(sh, *ks, f, fb, pwb, taps, sh.N * j / chunks, sh.N * (j + 1) / chunks,
-                            dy, relu_y, codes, x, dx, dw_of_chunk(j), db_of_chunk(j));
+                            dy, relu_y, codes, x, dx, dw_of_chunk(j), dw_of_chunk(j) + CRS * Kp);
     };
   } else {
     run_chunk = [&](int64_t j) {

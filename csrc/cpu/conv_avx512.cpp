@@ -240,7 +240,7 @@ template <int R, int J>
 void lane_tile(int64_t images, int64_t len, const float* __restrict g, int64_t g_img,
                int64_t g_row, const float* __restrict x, int64_t x_img,
                const int64_t* __restrict off, const uint16_t* __restrict keep,
-               float* __restrict dw, int64_t ld_k, int64_t ld_t, bool accumulate) {
+               float* __restrict dwT, int64_t ldw, bool accumulate) {
   constexpr int kSums = R * J, kGroups = (kSums + 15) / 16;
   __m512 acc[R][J];
   float sum[kGroups * 16];  // sum[i * J + j]: the lanes of acc[i][j] added
@@ -269,8 +269,7 @@ void lane_tile(int64_t images, int64_t len, const float* __restrict g, int64_t g
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 6
     for (int j = 0; j < J; ++j)
-      dw[i * ld_k + j * ld_t] = accumulate ? dw[i * ld_k + j * ld_t] + sum[i * J + j]
-                                           : sum[i * J + j];
+      dwT[j * ldw + i] = accumulate ? dwT[j * ldw + i] + sum[i * J + j] : sum[i * J + j];
 }
 
 // Per output position: KV vector loads of the transposed gradient (16 KV channels) and one

@@ -43,9 +43,8 @@ using FwdTile = void (*)(int64_t kc, const float* a, const float* b, const int64
 //
 // Lane tile: channels x taps dot products over `images` images of `len` floats, positions along
 // the vector lanes.
-//   dw[i * ld_k + j * ld_t] (+)= sum over images m, positions l < len with bit l % 16 of
-//                                keep[l / 16] of
-//                                  g[m * g_img + i * g_row + l] * x[m * x_img + off[j] + l]
+//   dwT[j * ldw + i] (+)= sum over images m, positions l < len with bit l % 16 of keep[l / 16] of
+//                           g[m * g_img + i * g_row + l] * x[m * x_img + off[j] + l]
 // for i < rows <= lane_rows, j < cols <= lane_cols. len is a multiple of 16; each lane
 // accumulates its positions in order over all images, then the lanes are added in a fixed tree.
 // keep marks the grid's output positions (FlatConv::out_keep): g is zero elsewhere, but x there
@@ -54,8 +53,7 @@ using FwdTile = void (*)(int64_t kc, const float* a, const float* b, const int64
 // them as 0 is the same).
 using DwLaneTile = void (*)(int64_t images, int64_t len, const float* g, int64_t g_img,
                             int64_t g_row, const float* x, int64_t x_img, const int64_t* off,
-                            const uint16_t* keep, float* dw, int64_t ld_k, int64_t ld_t,
-                            bool accumulate);
+                            const uint16_t* keep, float* dwT, int64_t ldw, bool accumulate);
 
 // Outer-product tile: taps x (16 KV) channels, positions as the reduction.
 //   dwT[t * ldw + k] (+)= sum over images m < images, then rows p0 <= p < p1, then columns
