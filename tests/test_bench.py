@@ -175,7 +175,14 @@ def test_torch_side_of_the_end_to_end_benchmark_matches_the_network(net):
     assert probs.shape == (2, net.classes)
     np.testing.assert_allclose(nhwc.predict_on_batch(x), probs, rtol=1e-5, atol=1e-6)
     assert nchw.train_on_batch(x, y) == pytest.approx(nhwc.train_on_batch(x, y), rel=1e-5)
-    check_close("weights", nchw.weights(), nhwc.weights(), 1e-5, 1e-6)
+    # The two layouts run different oneDNN kernels: their updates agree as train.check_models
+    # compares nanocnn's (each tensor's as a whole), not to the last bits of every element (an
+    # element-wise 1e-5 failed now and then, 5e-7 apart on a weight of 2.5e-3).
+    eps32 = float(np.finfo(np.float32).eps)
+    for i, (a, b, before) in enumerate(zip(nchw.weights(), nhwc.weights(), weights)):
+        update = a.astype(np.float64) - before
+        error = np.linalg.norm(b.astype(np.float64) - a)
+        assert error <= 1e-2 * np.linalg.norm(update) + 4 * eps32 * np.linalg.norm(before), i
 
 
 def test_seed_networks_have_the_parameter_counts_of_the_keras_examples():
