@@ -82,6 +82,19 @@ DW_BLOCK_CASES = [
 ]
 
 
+# Row-tiled flat grids (FlatConv::choose_split in conv2d.cpp): whole 16-position vectors per
+# output row, no strip (32 and 48 columns, the latter with a one-vector tile per row), and with a
+# strip of the last 2 columns (the cats-vs-dogs conv3 forward; at 50x50 the input gradient's grid
+# too); batch 2 runs inside the image loop's threads, batch 1 splits each image's tiles, the
+# strip's copies and its scatter over the threads. Fast path only.
+ROW_TILE_CASES = [
+    ("rows_2x2_same_32", (2, 3, 32, 32), (16, 3, 2, 2), 1, "same", 1, True),
+    ("rows_odd_vectors_3x3_same_48", (1, 4, 48, 48), (8, 4, 3, 3), 1, "same", 1, True),
+    ("rows_strip_3x3_valid_36", (2, 32, 36, 36), (64, 32, 3, 3), 1, "valid", 1, True),
+    ("rows_strip_3x3_same_50", (1, 32, 50, 50), (64, 32, 3, 3), 1, "same", 1, False),
+]
+
+
 def _ids(cases):
     return [c[0] for c in cases]
 
@@ -149,6 +162,13 @@ def test_conv2d_backward_matches_torch(case, algo, device, rng):
 
 @pytest.mark.parametrize("case", CIFAR_CASES, ids=_ids(CIFAR_CASES))
 def test_conv2d_cifar_forward_backward(case, device, rng):
+    x, w, b, stride, padding, dilation = _make(rng, case)
+    _check_forward(x, w, b, stride, padding, dilation, device, "fast")
+    _check_backward(rng, x, w, stride, padding, dilation, device, "fast")
+
+
+@pytest.mark.parametrize("case", ROW_TILE_CASES, ids=_ids(ROW_TILE_CASES))
+def test_conv2d_row_tiles_forward_backward(case, device, rng):
     x, w, b, stride, padding, dilation = _make(rng, case)
     _check_forward(x, w, b, stride, padding, dilation, device, "fast")
     _check_backward(rng, x, w, stride, padding, dilation, device, "fast")
@@ -399,7 +419,7 @@ def test_conv2d_backward_checks_relu_y(rng):
 
 # ---- conv2d + ReLU + 2x2 max pool as one op (Conv2D followed by MaxPooling2D(2) in a model) ----
 
-POOL_CASES = [c for c in CASES + CIFAR_CASES
+POOL_CASES = [c for c in CASES + CIFAR_CASES + ROW_TILE_CASES
               if min(_out_shape(c[1], c[2], c[3], c[4], c[5])[2:]) >= 2]
 
 
@@ -408,8 +428,8 @@ POOL_CASES = [c for c in CASES + CIFAR_CASES
 def test_conv2d_relu_pool_equals_its_parts(case, algo, device, rng):
     """The fused op gives the same bits as conv2d(relu) -> max_pool2d, and its backward the same
     bits as max_pool2d_backward -> conv2d_backward(relu_y) (the same kernels, fused or not)."""
-    if algo == "reference" and case in CIFAR_CASES:
-        pytest.skip("the reference loops are too slow at batch 64")
+    if algo == "reference" and case in CIFAR_CASES + ROW_TILE_CASES:
+        pytest.skip("the reference loops are too slow at these sizes")
     x, w, b, stride, padding, dilation = _make(rng, case)
     geometry = F._Conv2dGeometry("conv2d", x.shape, w.shape, stride, padding, dilation).args()
     xn, wn = nc.tensor(x, device=device), nc.tensor(w, device=device)

@@ -26,7 +26,9 @@ enum ScratchSlot : int {
                                // sums over blocks of output rows (the calling thread's)
   kScratchTransposedGrads = 8,  // direct conv2d backward: a group's output gradients transposed
                                 // to (positions, channels) for the weight-gradient tiles
-  kScratchSlots = 9,
+  kScratchStrip = 9,            // direct conv2d: the last columns of a row-tiled grid, copied,
+                                // and their output (conv2d.cpp, flat_conv)
+  kScratchSlots = 10,
 };
 
 // A 64-byte-aligned buffer of at least `count` floats, owned by the calling thread.

@@ -23,7 +23,9 @@
 //                   direct_backward_chunk
 //    Small images (8x8, 16x16), where the dropped columns would be 6-25% of the work, use S
 //    copies of the padded image shifted by one column each instead (FlatConv): same kernels,
-//    offsets, nothing dropped.
+//    offsets, nothing dropped. Where the copies do not pay but the dropped columns are 2% or
+//    more, the grid is tiled row by row in whole vectors (the CIFAR net's 3->16 2x2 @32, the
+//    cats-vs-dogs 32->64 3x3 @36 with a strip for its last 2 columns: FlatConv::choose_split).
 //    Cost: 2*K*CRS*P*Wr flops per direction (Wr = Wp or Q) plus one copy (or S) of x and dy per
 //    image; the micro-kernels run at the GEMM's speed (the same 12 x 32 register tile), and small
 //    layers (the seed networks' 2x2 convs, a K=12 reduction for conv1) no longer pay for writing
@@ -67,6 +69,7 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -241,6 +244,15 @@ bool direct_applies(const Conv2dShape& sh) {
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// Where flat_conv puts a convolution's output: the (K, P, Q) planes (plus bias and ReLU), or the
+// flat grid (K rows of L, no bias) a pool reads.
+struct ConvOut {
+  float* y;
+  bool grid;
+  const float* bias;  // planes only; nullable
+  bool relu;          // planes only
+};
+
 // One stride-1 convolution of a (C, H, W) image into (K, P, Q) as a GEMM over shifted rows.
 // The image, zero-padded to (C, Hp, Wp), is laid out as `copies` images of rows of Wr floats:
 //   1 copy, Wr = Wp ("flat padded grid"): output (p, q) is position i = p*Wp + q, its input under
@@ -264,15 +276,60 @@ struct FlatConv {
   std::vector<int64_t> out_at;
   std::vector<uint16_t> out_keep;
 
+  // Row tiling of a flat grid (copies == 1), when it computes at least 2% fewer positions than
+  // tiling it 16 positions at a time (choose_split): each output row p is tiled in whole
+  // vectors over its first Qm = 16 floor(Q / 16) columns (grid positions p Wp + 16 u, u < Qm / 16,
+  // in tiles of two vectors, the last of an odd row one), so no dropped column is computed; the
+  // last Q - Qm columns of every row are `strip`, a convolution of those columns of the grid
+  // (with their S - 1 neighbours), (C, Hp, Q - Qm + S - 1), laid out as S shifted copies (S (Q -
+  // Qm) floats of every grid row), computed to a grid of its own and scattered into place
+  // (flat_conv).
+  // Measured on the 2-core Zen 4: see flat_conv.
+  struct RowTile {
+    int64_t i0, v0;  // first grid position, first vector (index into row_at_*)
+    int v;           // vectors: 1 or 2
+  };
+  int64_t Qm = 0;  // 0: no row tiling
+  std::vector<RowTile> row_tiles;
+  std::vector<int64_t> row_at_planes, row_at_grid;  // per vector: its place in y, in the grid
+  std::vector<uint16_t> row_keep;                   // all lanes, every vector
+  std::shared_ptr<const FlatConv> strip;            // null when Qm == Q
+
+  // forced_copies: the layout of a strip (S copies), never itself row-tiled.
   FlatConv(int64_t C_, int64_t H_, int64_t W_, int64_t pt_, int64_t pl_, int64_t K_, int64_t R_,
-           int64_t S_, int64_t P_, int64_t Q_)
+           int64_t S_, int64_t P_, int64_t Q_, int64_t forced_copies = 0)
       : C(C_), H(H_), W(W_), pt(pt_), pl(pl_), K(K_), R(R_), S(S_), P(P_), Q(Q_),
         Hp(P_ + R_ - 1), Wp(Q_ + S_ - 1) {
-    copies = choose_copies();
+    copies = forced_copies > 0 ? forced_copies : choose_copies();
     Wr = copies == 1 ? Wp : Q;
     L = round_up(P * Wr, 16);
     image_floats = round_up(copies * C * Hp * Wr + S + 16, 16);
     map_outputs();
+    if (forced_copies == 0) choose_split();
+  }
+
+  void choose_split() {
+    if (copies != 1 || S == 1 || Q < 16) return;
+    const int64_t qm = Q / 16 * 16, qs = Q - qm, nv = qm / 16;
+    const int64_t saved = L - P * qm - round_up(P * qs, 16);  // positions
+    if (50 * saved < L) return;
+    // The strip costs its copies and its scatter, ~1.5 cycles a float, ~24 lanes of FMA: it must
+    // save twice that. Measured (one core, batch 32, A/B): cats-vs-dogs 32->64 3x3 @36 (saves
+    // 1.2 M lane-FMAs an image for 11 K floats moved) -3%, 16->32 3x3 @74 (0.66 M for 47 K) +5%.
+    const int64_t moved = (S * C * Hp + K * P) * qs;
+    if (saved * K * C * R * S < 2 * 24 * moved) return;
+    Qm = qm;
+    for (int64_t p = 0; p < P; ++p) {
+      for (int64_t u = 0; u < nv; ++u) {
+        row_at_planes.push_back(p * Q + 16 * u);
+        row_at_grid.push_back(p * Wr + 16 * u);
+      }
+      for (int64_t u = 0; u < nv; u += 2)
+        row_tiles.push_back({p * Wr + 16 * u, p * nv + u, u + 1 < nv ? 2 : 1});
+    }
+    row_keep.assign(row_at_planes.size(), 0xFFFF);
+    if (qs > 0)
+      strip = std::make_shared<const FlatConv>(C, Hp, qs + S - 1, 0, 0, K, R, S, P, qs, S);
   }
 
   void map_outputs() {
@@ -295,13 +352,24 @@ struct FlatConv {
     }
   }
 
-  // The tiles' output: the (channels, P, Q) planes at y, plus bias (nullable) and ReLU.
-  conv_detail::FwdOut to_planes(float* y, const float* bias, bool relu) const {
-    return {y, P * Q, out_at.data(), out_keep.data(), L / 16, bias, relu};
-  }
-  // The tiles' output: the flat grid itself, rows of L at yf.
-  conv_detail::FwdOut to_grid(float* yf) const {
-    return {yf, L, nullptr, nullptr, 0, nullptr, false};
+  // The output: the (channels, P, Q) planes at y, plus bias (nullable) and ReLU.
+  ConvOut to_planes(float* y, const float* bias, bool relu) const { return {y, false, bias, relu}; }
+  // The output: the flat grid itself, rows of L at yf (positions p Wr + q, q < Q written).
+  ConvOut to_grid(float* yf) const { return {yf, true, nullptr, false}; }
+
+  // What the tiles are told (FwdOut in conv_kernels.h): vector by vector of the flat grid, or of
+  // the row tiles.
+  conv_detail::FwdOut tile_out(const ConvOut& o) const {
+    if (Qm > 0) {
+      const int64_t vectors = static_cast<int64_t>(row_keep.size());
+      return o.grid ? conv_detail::FwdOut{o.y, L, row_at_grid.data(), row_keep.data(), vectors,
+                                          nullptr, false}
+                    : conv_detail::FwdOut{o.y, P * Q, row_at_planes.data(), row_keep.data(),
+                                          vectors, o.bias, o.relu};
+    }
+    return o.grid ? conv_detail::FwdOut{o.y, L, nullptr, nullptr, 0, nullptr, false}
+                  : conv_detail::FwdOut{o.y, P * Q, out_at.data(), out_keep.data(), L / 16,
+                                        o.bias, o.relu};
   }
 
   // Shifted copies when they save at least 5% of the tile work (measured: conv3 of the CIFAR net
@@ -372,17 +440,24 @@ struct PackedWeights {
   float* a = nullptr;  // K x kc, in the calling thread's scratch (kScratchPackedWeights): at
                        // batch 1 a fresh zeroed vector of 256 x 2304 floats took 10% of a call
   std::vector<int64_t> off, k0, rows, start;  // off per step; k0, rows, start per panel
+  std::vector<int64_t> strip_off;  // per step: its input offset in the grid's strip (if any)
 };
 
-// Packs K x kc weights, step t reading its input at offset off[t]: panel by panel, fill(k0, rows,
-// dst) writing rows k0 .. k0 + rows - 1 (kc x rows, t-major) to dst, with the kernel set's
-// transposing pack_block.
+// Packs K x kc weights for tiles over f, step t reading its input at offset off[t] (f.tap(c, r,
+// s)): panel by panel, fill(k0, rows, dst) writing rows k0 .. k0 + rows - 1 (kc x rows, t-major)
+// to dst, with the kernel set's transposing pack_block.
 template <class Fill>
-PackedWeights pack_weights(int64_t K, int mr, std::vector<int64_t> off, const Fill& fill) {
+PackedWeights pack_weights(const FlatConv& f, int64_t K, int mr, std::vector<int64_t> off,
+                           const Fill& fill) {
   PackedWeights pw;
   const int64_t kc = static_cast<int64_t>(off.size());
   pw.kc = kc;
   pw.a = thread_scratch(kScratchPackedWeights, K * kc);
+  if (f.strip != nullptr) {  // the same tap (c, r, s) in the strip's copies
+    const int64_t plane = f.Hp * f.Wp;
+    for (const int64_t o : off)
+      pw.strip_off.push_back(f.strip->tap(o / plane, o % plane / f.Wp, o % f.Wp));
+  }
   pw.off = std::move(off);
   const int64_t panels = (K + mr - 1) / mr;
   int64_t k0 = 0;
@@ -401,20 +476,90 @@ PackedWeights pack_weights(int64_t K, int mr, std::vector<int64_t> off, const Fi
   return pw;
 }
 
-// The convolution of the padded image xp into `out` (its K channels, see FwdOut), tile by tile:
-// 32 flat positions (16 for an odd last one) by one weight panel. Parallel over position blocks
+// The convolution of the padded image xp (f's layout) into `out` (the channels of pw), tile by
+// tile: 32 positions (16 for an odd last one) by one weight panel. Parallel over position blocks
 // when called outside a parallel region.
+// A row-tiled grid (FlatConv::choose_split) takes its row tiles, then the strip's: the strip's
+// columns copied from xp into S shifted copies, its tiles computed into a grid of their own, and
+// that scattered into the last Q - Qm columns of every row. Measured on the 2-core Zen 4, A/B
+// against flat tiles, medians of 3-4 rounds: CIFAR 3->16 2x2 @32 at batch 64 0.395 -> 0.352 ms
+// on one core, 0.194 -> 0.175 on two; cats-vs-dogs 32->64 3x3 @36 at batch 32 13.24 -> 12.87
+// and 6.67 -> 6.52, at batch 1 0.412 -> 0.399 on one core.
 void flat_conv(const FlatConv& f, const ConvKernelSet& ks, const PackedWeights& pw,
-               const float* xp, const conv_detail::FwdOut& out) {
-  // Tiles in order (position block, panel): a thread's range shares the input rows of a block
-  // across its panels, and a lone image (batch 1) still splits evenly over the threads.
-  const int64_t blocks = (f.L + 31) / 32, panels = static_cast<int64_t>(pw.rows.size());
-  parallel_for(blocks * panels, 64 * pw.rows[0] * pw.kc, [&](int64_t begin, int64_t end) {
-    for (int64_t tile = begin; tile < end; ++tile) {
-      const int64_t i0 = tile / panels * 32, j = tile % panels;
-      const int v = f.L - i0 >= 32 ? 2 : 1;
-      ks.fwd[(pw.rows[j] - 1) * 2 + (v - 1)](pw.kc, pw.a + pw.start[j], xp + i0,
-                                             pw.off.data(), out, pw.k0[j], i0 / 16);
+               const float* xp, const ConvOut& out) {
+  const conv_detail::FwdOut fo = f.tile_out(out);
+  const int64_t panels = static_cast<int64_t>(pw.rows.size());
+  const int64_t cost = 64 * pw.rows[0] * pw.kc;
+  auto tile = [&](int64_t j, int v, const float* b, const int64_t* off,
+                  const conv_detail::FwdOut& o, int64_t v0) {
+    ks.fwd[(pw.rows[j] - 1) * 2 + (v - 1)](pw.kc, pw.a + pw.start[j], b, off, o, pw.k0[j], v0);
+  };
+  if (f.Qm == 0) {
+    // Tiles in order (position block, panel): a thread's range shares the input rows of a block
+    // across its panels, and a lone image (batch 1) still splits evenly over the threads.
+    const int64_t blocks = (f.L + 31) / 32;
+    parallel_for(blocks * panels, cost, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t i0 = t / panels * 32, j = t % panels;
+        tile(j, f.L - i0 >= 32 ? 2 : 1, xp + i0, pw.off.data(), fo, i0 / 16);
+      }
+    });
+    return;
+  }
+  // Row tiles, then (while xp's rows are in cache) the strip: its copies, its 32-position
+  // blocks, each by every panel, and its outputs scattered into place.
+  const int64_t row_tiles = static_cast<int64_t>(f.row_tiles.size());
+  parallel_for(row_tiles * panels, cost, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const FlatConv::RowTile& rt = f.row_tiles[t / panels];
+      tile(t % panels, rt.v, xp + rt.i0, pw.off.data(), fo, rt.v0);
+    }
+  });
+  const FlatConv* st = f.strip.get();
+  if (st == nullptr) return;
+  const int64_t rows = pw.k0.back() + pw.rows.back();
+  const int64_t qs = st->Q, plane = st->Hp * qs;
+  float* sx = thread_scratch(kScratchStrip, st->image_floats + rows * st->L);
+  float* sy = sx + st->image_floats;  // the strip's output grid, rows of st->L
+  // Copy j, channel c: columns Qm + j .. Qm + j + qs - 1 of xp's rows. Plain loops: rows this
+  // short cost pad_planes' 16-lane masks more than their data (3% of cats-vs-dogs' conv3).
+  parallel_for(st->copies * f.C, plane, [&](int64_t begin, int64_t end) {
+    for (int64_t jc = begin; jc < end; ++jc) {
+      const float* src = xp + jc % f.C * f.Hp * f.Wp + f.Qm + jc / f.C;
+      float* dst = sx + jc * plane;
+      for (int64_t q = 0; q < qs; ++q)  // columns outer: long loops, no memcpy of a few floats
+        for (int64_t h = 0; h < f.Hp; ++h) dst[h * qs + q] = src[h * f.Wp + q];
+    }
+  });
+  const int64_t used = st->copies * f.C * plane;
+  std::memset(sx + used, 0, (st->image_floats - used) * sizeof(float));
+  const conv_detail::FwdOut so = st->tile_out(st->to_grid(sy));
+  parallel_for((st->L + 31) / 32 * panels, cost, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t i0 = t / panels * 32;
+      tile(t % panels, st->L - i0 >= 32 ? 2 : 1, sx + i0, pw.strip_off.data(), so, i0 / 16);
+    }
+  });
+  // The strip's outputs into place: plane row p, columns Qm .., with the bias and ReLU as the
+  // tiles apply them (FwdOut); raw into the grid.
+  parallel_for(rows, f.P * qs, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const float* src = sy + k * st->L;
+      const int64_t ld = out.grid ? f.Wr : f.Q;
+      float* dst = out.y + k * (out.grid ? f.L : f.P * f.Q) + f.Qm;
+      const float bias = out.bias != nullptr ? out.bias[k] : 0.f;
+      for (int64_t q = 0; q < qs; ++q) {  // columns outer, as in the copies
+        if (out.relu) {
+          for (int64_t p = 0; p < f.P; ++p) {
+            const float v = src[p * qs + q] + bias;
+            dst[p * ld + q] = 0.f > v ? 0.f : v;  // max(0, v) as the tiles take it: NaN stays
+          }
+        } else if (out.bias != nullptr) {
+          for (int64_t p = 0; p < f.P; ++p) dst[p * ld + q] = src[p * qs + q] + bias;
+        } else {
+          for (int64_t p = 0; p < f.P; ++p) dst[p * ld + q] = src[p * qs + q];
+        }
+      }
     }
   });
 }
@@ -566,7 +711,7 @@ PackedWeights pack_forward_weights(const Conv2dShape& sh, const ConvKernelSet& k
   const int64_t CRS = sh.C * sh.R * sh.S;
   std::vector<int64_t> off(CRS);
   for (int64_t t = 0; t < CRS; ++t) off[t] = f.tap(t / (sh.R * sh.S), t / sh.S % sh.R, t % sh.S);
-  return pack_weights(k1 - k0, ks.mr, std::move(off), [&](int64_t k, int64_t rows, float* a) {
+  return pack_weights(f, k1 - k0, ks.mr, std::move(off), [&](int64_t k, int64_t rows, float* a) {
     for (int64_t t0 = 0; t0 < CRS; t0 += 16)
       ks.pack_block(w + (k0 + k) * CRS + t0, CRS, rows, std::min<int64_t>(16, CRS - t0), false,
                     a + t0 * rows);
@@ -786,7 +931,7 @@ void conv2d_backward_fused(const Conv2dShape& sh, const float* dy, const float* 
       // values of w[k, c] reversed.
       std::vector<int64_t> off(sh.K * RS);
       for (int64_t t = 0; t < sh.K * RS; ++t) off[t] = fb.tap(t / RS, t / sh.S % sh.R, t % sh.S);
-      pwb = pack_weights(sh.C, ks->mr, std::move(off), [&](int64_t c, int64_t rows, float* a) {
+      pwb = pack_weights(fb, sh.C, ks->mr, std::move(off), [&](int64_t c, int64_t rows, float* a) {
         for (int64_t k = 0; k < sh.K; ++k)
           for (int64_t u0 = 0; u0 < RS; u0 += 16) {  // steps k*RS + u0 .. + n - 1
             const int64_t n = std::min<int64_t>(16, RS - u0);

@@ -16,7 +16,8 @@ namespace nanocnn::cpu::conv_detail {
 
 // Where a forward tile puts its outputs. Tile row i (output channel row0 + i) goes to the plane
 // at y + (row0 + i) * plane. The tile's vectors are the 16-position vectors v0, v0 + 1 of the
-// flat grid; vector v lands at y + at[v] of the plane, its lanes set in keep[v] packed together
+// flat grid (or of its row tiles, conv2d.cpp's FlatConv::choose_split: then every lane is kept);
+// vector v lands at y + at[v] of the plane, its lanes set in keep[v] packed together
 // in lane order (the grid's dropped columns, q >= Q, and the positions past its last row close
 // up, so the output is (P, Q) with no pass to crop it); at and keep have `vectors` entries.
 // at == nullptr: the flat grid itself, vector v at 16 v, every lane kept. Then bias[row0 + i] is
