@@ -813,7 +813,7 @@ void direct_backward_chunk(const Conv2dShape& sh, const ConvKernelSet& ks, const
     parallel_for(sh.K, (g1 - g0) * f.L, [&](int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {
         float acc = 0.f;
-        for (int64_t i = 0; i < g1 - g0; ++i) acc += lane_sum(gs + (i * sh.K + k) * f.L, f.L);
+        for (int64_t i = 0; i < g1 - g0; ++i) acc += ks.sum(gs + (i * sh.K + k) * f.L, f.L);
         db_j[k] = accumulate ? db_j[k] + acc : acc;
       }
     });

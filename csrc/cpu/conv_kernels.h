@@ -90,6 +90,10 @@ using PackBlock = void (*)(const float* src, int64_t stride, int64_t rows, int64
 using Transpose = void (*)(const float* src, int64_t lds, int64_t rows, int64_t cols,
                            int64_t rows_out, float* dst, int64_t ldd);
 
+// Sum of v[0..n) in a fixed order (any n >= 0): the same bits for the same values, wherever the
+// sum is cut into calls by images or threads around it.
+using Sum = float (*)(const float* v, int64_t n);
+
 struct ConvKernelSet {
   const char* name;
   int mr;                 // most rows of a forward tile
@@ -103,6 +107,7 @@ struct ConvKernelSet {
   PadPlanes pad_planes;
   PackBlock pack_block;
   Transpose transpose;
+  Sum sum;
 };
 
 // Defined in conv_avx512.cpp (x86-64 builds only); use only after checking the CPU.

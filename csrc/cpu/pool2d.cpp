@@ -231,9 +231,9 @@ void max_pool2x2_backward_plane(const Pool2dShape& sh, const pool_detail::PoolKe
         o1[2 * q + 1] = keep(win == 3, g);
       }
     }
+    for (int64_t p = 0; p < P && 2 * Q < W; ++p)  // the SIMD kernels zero these columns too
+      for (int64_t w = 2 * Q; w < W; ++w) out[2 * p * W + w] = out[(2 * p + 1) * W + w] = 0.f;
   }
-  for (int64_t p = 0; p < P && 2 * Q < W; ++p)
-    for (int64_t w = 2 * Q; w < W; ++w) out[2 * p * W + w] = out[(2 * p + 1) * W + w] = 0.f;
   std::memset(out + 2 * P * W, 0, (sh.H - 2 * P) * W * sizeof(float));
 }
 

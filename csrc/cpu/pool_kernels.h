@@ -12,7 +12,8 @@ namespace nanocnn::cpu::pool_detail {
 //             codes is not null codes[p*Q + q] = its cell, 0..3 row-major, or 4 if the winner is
 //             not above 0 (NaN included)
 //   backward: rows 0 .. 2P-1, columns 0 .. 2Q-1 of out get grad[p*Q + q] at the winner of each
-//             window and 0 elsewhere (other rows and columns are not written)
+//             window and 0 elsewhere; columns 2Q .. W-1 of those rows get 0 (rows from 2P on are
+//             not written)
 //   unpool:   the same from the codes instead of the plane (a code of 4 sends nothing)
 using Pool2x2Forward = void (*)(const float* plane, int64_t W, int64_t P, int64_t Q, float* out,
                                 float* codes);
