@@ -160,15 +160,9 @@ def test_conv2d_backward_matches_torch(case, algo, device, rng):
     _check_backward(rng, x, w, stride, padding, dilation, device, algo)
 
 
-@pytest.mark.parametrize("case", CIFAR_CASES, ids=_ids(CIFAR_CASES))
-def test_conv2d_cifar_forward_backward(case, device, rng):
-    x, w, b, stride, padding, dilation = _make(rng, case)
-    _check_forward(x, w, b, stride, padding, dilation, device, "fast")
-    _check_backward(rng, x, w, stride, padding, dilation, device, "fast")
-
-
-@pytest.mark.parametrize("case", ROW_TILE_CASES, ids=_ids(ROW_TILE_CASES))
-def test_conv2d_row_tiles_forward_backward(case, device, rng):
+@pytest.mark.parametrize("case", CIFAR_CASES + ROW_TILE_CASES,
+                         ids=_ids(CIFAR_CASES + ROW_TILE_CASES))
+def test_conv2d_fast_path_forward_backward(case, device, rng):
     x, w, b, stride, padding, dilation = _make(rng, case)
     _check_forward(x, w, b, stride, padding, dilation, device, "fast")
     _check_backward(rng, x, w, stride, padding, dilation, device, "fast")
