@@ -413,7 +413,15 @@ def test_conv2d_backward_checks_relu_y(rng):
 
 # ---- conv2d + ReLU + 2x2 max pool as one op (Conv2D followed by MaxPooling2D(2) in a model) ----
 
-POOL_CASES = [c for c in CASES + CIFAR_CASES + ROW_TILE_CASES
+# Pooled outputs 8 windows wide, which the fused pool takes two row pairs at a time
+# (pool_avx512.cpp): an odd number of row pairs (the last one alone), and grid rows wider than
+# the 16 floats the windows read.
+POOL_Q8_CASES = [
+    ("pool8_odd_rows_3x3_same_15x16", (2, 5, 15, 16), (6, 5, 3, 3), 1, "same", 1, True),
+    ("pool8_wide_rows_2x2_valid_17", (3, 4, 17, 17), (7, 4, 2, 2), 1, "valid", 1, False),
+]
+
+POOL_CASES = [c for c in CASES + CIFAR_CASES + ROW_TILE_CASES + POOL_Q8_CASES
               if min(_out_shape(c[1], c[2], c[3], c[4], c[5])[2:]) >= 2]
 
 
