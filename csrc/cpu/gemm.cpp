@@ -456,9 +456,10 @@ void dot_rect(const KernelSet& ks, const Problem& p, int64_t m0, int64_t m1, int
 
 // Whether to use dot_rect rather than gemm_rect (only for trans_a = false, trans_b = true, where
 // the rows of A and of B are both contiguous in k). The dot kernels need no packing but spend
-// ~10 cycles per element of C on the final lane sum, so they win when K is long and C is thin:
-// packing then costs (M + N) K copies for few flops per copy, and the packed kernels waste part
-// of their MR x NR tile. Thresholds measured on Zen 5 (AVX-512 and AVX2 alike), e.g. 16x12x1024:
+// cycles per element of C on the final lane sum (~10; the AVX-512 set sums four at once, ~3
+// each), so they win when K is long and C is thin: packing then costs (M + N) K copies for few
+// flops per copy, and the packed kernels waste part of their MR x NR tile. Thresholds measured
+// on Zen 5 (AVX-512 and AVX2 alike, with one sum at a time), e.g. 16x12x1024:
 // 183 vs 84 GFLOP/s, 64x10x500: 135 vs 84, 32x144x256: 176 vs 191 (packed kept). On the Zen 4,
 // thin <= 64 from K = 1024 (the CIFAR dense layer's forward, 64 x 500 x 1024, 0.72 -> 0.65 ms on
 // one core; 64 x 2048 x 2048 -13%), not at K = 512 (64 x 512 x 512 +10%).

@@ -183,10 +183,10 @@ constexpr int kDM = 6;
 constexpr int kDN = 4;
 
 // The sums of the 16 lanes of a, b, c and d, in lanes 0..3, each in a fixed order of its own lanes
-// only (so a variant with fewer rows, zeros for the rest, gives the same bits): in each quarter
-// (lanes 0 + 2) + (lanes 1 + 3), then quarters (0 + 2) + (1 + 3). Four sums for about the
-// instructions of one lane_sum: on the CIFAR dense layer's forward (64 x 500 x 1024) the
-// per-element sums were ~12% of the time. (The full-mask extract avoids GCC 12's
+// only (so a variant with fewer columns, zeros for the rest, gives the same bits): in each
+// quarter (lanes 0 + 2) + (lanes 1 + 3), then quarters (0 + 2) + (1 + 3). Four sums for about
+// the instructions of one 16-lane sum done alone: on the CIFAR dense layer's forward
+// (64 x 500 x 1024), one sum per element had taken ~12% of the time. (The full-mask extract avoids GCC 12's
 // _mm*_undefined_* warnings.)
 inline __m128 lane_sums4(__m512 a, __m512 b, __m512 c, __m512 d) {
   // ab, per quarter: a0+a2 b0+b2 a1+a3 b1+b3; cd likewise.
@@ -239,13 +239,15 @@ void dot_kernel(int64_t K, const float* __restrict a, int64_t lda, const float* 
   for (int i = 0; i < RM; ++i) {
     // Explicit multiply and FMA intrinsics, so that the compiler cannot fuse differently in
     // different variants.
+    // (j % RN keeps the index of a column the variant lacks in bounds; zero is taken instead.)
     const __m128 s = _mm_mul_ps(_mm_set1_ps(alpha),
                                 lane_sums4(acc[i][0], RN > 1 ? acc[i][1 % RN] : zero,
                                            RN > 2 ? acc[i][2 % RN] : zero,
                                            RN > 3 ? acc[i][3 % RN] : zero));
     float* ci = c + i * ldc;
-    const __m128 old = beta == 0.0f ? s : _mm_maskz_loadu_ps(cols, ci);
-    _mm_mask_storeu_ps(ci, cols, beta == 0.0f ? s : _mm_fmadd_ps(_mm_set1_ps(beta), old, s));
+    _mm_mask_storeu_ps(ci, cols, beta == 0.0f ? s
+                                              : _mm_fmadd_ps(_mm_set1_ps(beta),
+                                                             _mm_maskz_loadu_ps(cols, ci), s));
   }
 }
 
