@@ -47,6 +47,14 @@ struct Cells {
   __m512 a, b, c, d;
 };
 
+// The cells of 16 windows from their top rows' 32 floats (t0, t1) and bottom rows' (u0, u1).
+inline Cells split_cells(__m512 t0, __m512 t1, __m512 u0, __m512 u1) {
+  return Cells{_mm512_permutex2var_ps(t0, even_lanes(), t1),
+               _mm512_permutex2var_ps(t0, odd_lanes(), t1),
+               _mm512_permutex2var_ps(u0, even_lanes(), u1),
+               _mm512_permutex2var_ps(u0, odd_lanes(), u1)};
+}
+
 // The four cells of windows q0 .. q0 + n - 1 (n <= 16) of rows r0, r1; masked lanes read 0.
 inline Cells load_cells(const float* r0, const float* r1, int64_t q0, int64_t n) {
   __m512 t0, t1, u0, u1;
@@ -62,10 +70,7 @@ inline Cells load_cells(const float* r0, const float* r1, int64_t q0, int64_t n)
     u0 = _mm512_maskz_loadu_ps(lo, r1 + 2 * q0);
     u1 = _mm512_maskz_loadu_ps(hi, r1 + 2 * q0 + 16);
   }
-  return Cells{_mm512_permutex2var_ps(t0, even_lanes(), t1),
-               _mm512_permutex2var_ps(t0, odd_lanes(), t1),
-               _mm512_permutex2var_ps(u0, even_lanes(), u1),
-               _mm512_permutex2var_ps(u0, odd_lanes(), u1)};
+  return split_cells(t0, t1, u0, u1);
 }
 
 // take = v > m or v is NaN; then m = take ? v : m.
@@ -164,12 +169,8 @@ void forward_impl(const float* plane, int64_t W, int64_t P, int64_t Q, float bia
     // medians of 5).
     for (; p + 2 <= P; p += 2) {
       const float* r0 = plane + 2 * p * W;
-      const __m512 t0 = _mm512_loadu_ps(r0), t1 = _mm512_loadu_ps(r0 + 2 * W);
-      const __m512 u0 = _mm512_loadu_ps(r0 + W), u1 = _mm512_loadu_ps(r0 + 3 * W);
-      finish(Cells{_mm512_permutex2var_ps(t0, even_lanes(), t1),
-                   _mm512_permutex2var_ps(t0, odd_lanes(), t1),
-                   _mm512_permutex2var_ps(u0, even_lanes(), u1),
-                   _mm512_permutex2var_ps(u0, odd_lanes(), u1)},
+      finish(split_cells(_mm512_loadu_ps(r0), _mm512_loadu_ps(r0 + 2 * W),
+                         _mm512_loadu_ps(r0 + W), _mm512_loadu_ps(r0 + 3 * W)),
              p * Q, 16);
     }
   }
